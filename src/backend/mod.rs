@@ -1,0 +1,666 @@
+//! The Docker Engine backend: every call imgscript makes to the daemon.
+//!
+//! Step images are made in two moves. A container runs the step (or receives
+//! an archive, for baked files) and is committed, which yields the new
+//! layer. Then the builder loads a config it wrote itself on top of that
+//! layer, so the image holds exactly the declared config and nothing of the
+//! build container (its proxy variables, mounts or labels). The committed
+//! image is removed again.
+
+pub mod image_config;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect};
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
+    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tracing::{debug, trace};
+
+use crate::diagnostics::Error;
+pub use image_config::ImageConfig;
+use image_config::{layers_digest, KEY_LABEL, LAYERS_LABEL};
+
+/// The default address when DOCKER_HOST is unset.
+const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Prefix of the line the step driver writes when a command fails.
+const FAILURE_MARKER: &str = "::imgscript-command-failed::";
+
+/// Runs each argument with `/bin/sh -c`, in order, and stops at the first
+/// failure with a marker line naming the command's index and exit code.
+const STEP_DRIVER: &str = r#"n=0
+for command do
+  n=$((n + 1))
+  /bin/sh -c "$command" || { status=$?; printf '\n%s %s %s\n' '::imgscript-command-failed::' "$n" "$status" >&2; exit "$status"; }
+done"#;
+
+/// Lines of step output kept for the message of a failed step.
+const OUTPUT_TAIL_LINES: usize = 20;
+
+/// Where the CA bundle is mounted in build containers. `/run` is a tmpfs
+/// during the step, so the mount point leaves nothing in the layer.
+const CA_BUNDLE_PATH: &str = "/run/imgscript-ca-bundle.crt";
+
+/// What build containers get from the host that never enters a layer, the
+/// image config or a cache key.
+#[derive(Debug, Clone, Default)]
+pub struct BuildEnvironment {
+    /// `NAME=value` pairs of the host's proxy variables.
+    pub proxy_env: Vec<String>,
+    /// A CA bundle on the host, mounted read-only.
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl BuildEnvironment {
+    /// Takes HTTP(S)_PROXY and NO_PROXY, in either case, from this process's
+    /// environment.
+    pub fn from_host(ca_bundle: Option<std::path::PathBuf>) -> Self {
+        let names = [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+        ];
+        let proxy_env = names
+            .iter()
+            .filter_map(|name| {
+                std::env::var(name)
+                    .ok()
+                    .map(|value| format!("{name}={value}"))
+            })
+            .collect();
+        BuildEnvironment {
+            proxy_env,
+            ca_bundle,
+        }
+    }
+
+    fn container_env(&self) -> Vec<String> {
+        let mut env = self.proxy_env.clone();
+        if self.ca_bundle.is_some() {
+            for name in [
+                "SSL_CERT_FILE",
+                "PIP_CERT",
+                "REQUESTS_CA_BUNDLE",
+                "CURL_CA_BUNDLE",
+            ] {
+                env.push(format!("{name}={CA_BUNDLE_PATH}"));
+            }
+        }
+        env
+    }
+
+    fn host_config(&self) -> HostConfig {
+        let Some(bundle) = &self.ca_bundle else {
+            return HostConfig::default();
+        };
+        HostConfig {
+            binds: Some(vec![format!("{}:{CA_BUNDLE_PATH}:ro", bundle.display())]),
+            tmpfs: Some(HashMap::from([("/run".to_string(), String::new())])),
+            ..HostConfig::default()
+        }
+    }
+}
+
+/// Why a step's commands did not succeed.
+#[derive(Debug)]
+pub struct CommandFailure {
+    /// Zero-based index of the command that failed.
+    pub index: usize,
+    pub exit_code: i64,
+    pub output_tail: Vec<String>,
+}
+
+pub enum StepOutcome {
+    /// The new layer's diff id.
+    Layer(String),
+    Failed(CommandFailure),
+}
+
+/// A connection to one Docker Engine, and what it created that must not
+/// outlive the run.
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+    leftovers: Arc<Mutex<Leftovers>>,
+}
+
+/// Containers that still exist, and committed images whose layer has not
+/// been handed to a loaded image yet.
+#[derive(Default)]
+struct Leftovers {
+    containers: HashSet<String>,
+    commits: Vec<String>,
+}
+
+pub fn daemon_address() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| DEFAULT_SOCKET.to_string())
+}
+
+impl Docker {
+    /// Connects to DOCKER_HOST, or the default socket, and agrees on an API
+    /// version.
+    pub async fn connect() -> Result<Self, Error> {
+        let address = daemon_address();
+        let unavailable = |error: BollardError| Error::DockerUnavailable {
+            address: address.clone(),
+            reason: error.to_string(),
+        };
+        debug!(%address, "connecting to the Docker daemon");
+        let client = bollard::Docker::connect_with_defaults().map_err(unavailable)?;
+        let client = client.negotiate_version().await.map_err(unavailable)?;
+        Ok(Docker {
+            client,
+            leftovers: Arc::default(),
+        })
+    }
+
+    /// Returns the image a reference or id names in the local store.
+    pub async fn inspect(&self, reference: &str) -> Result<Option<ImageInspect>, Error> {
+        match self.client.inspect_image(reference).await {
+            Ok(inspect) => Ok(Some(inspect)),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(error) => Err(Error::docker(
+                format!("inspecting image {reference}"),
+                error,
+            )),
+        }
+    }
+
+    /// Pulls `reference`, reporting which registry failed and why.
+    pub async fn pull(&self, reference: &str) -> Result<(), Error> {
+        debug!(%reference, "pulling base image");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let mut progress = self.client.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            if let Err(error) = item {
+                return Err(Error::BaseImageUnavailable {
+                    reference: reference.to_string(),
+                    registry: registry_of(reference),
+                    reason: docker_message(&error),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Lists every image carrying a cache key label: key to image ids,
+    /// newest first.
+    pub async fn cached_images(&self) -> Result<HashMap<String, Vec<String>>, Error> {
+        let filters = HashMap::from([("label", vec![KEY_LABEL])]);
+        let options = ListImagesOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(|error| Error::docker("listing cached images", error))?;
+
+        // Newest first: after a forced rebuild, the new image wins.
+        let mut images = images;
+        images.sort_by_key(|image| std::cmp::Reverse(image.created));
+        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+        for image in images {
+            if let Some(key) = image.labels.get(KEY_LABEL) {
+                by_key.entry(key.clone()).or_default().push(image.id);
+            }
+        }
+        Ok(by_key)
+    }
+
+    /// Returns the image if it really is the cached result of `key`: its
+    /// key label matches and its layer list is the one recorded when it was
+    /// made. An image built on top of a cached one inherits the labels but
+    /// not the layer list.
+    pub async fn verify_cached(
+        &self,
+        image_id: &str,
+        key: &str,
+    ) -> Result<Option<ImageInspect>, Error> {
+        let Some(inspect) = self.inspect(image_id).await? else {
+            return Ok(None);
+        };
+        let labels = inspect
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.as_ref());
+        let diff_ids = inspect
+            .root_fs
+            .as_ref()
+            .and_then(|root_fs| root_fs.layers.clone())
+            .unwrap_or_default();
+        let genuine = labels.is_some_and(|labels| {
+            labels.get(KEY_LABEL).map(String::as_str) == Some(key)
+                && labels.get(LAYERS_LABEL) == Some(&layers_digest(&diff_ids))
+        });
+        debug!(%image_id, %key, genuine, "checked cached image");
+        Ok(genuine.then_some(inspect))
+    }
+
+    /// Rebuilds the full config of an image in the local store.
+    pub async fn image_config(&self, inspect: &ImageInspect) -> Result<ImageConfig, Error> {
+        let id = inspect.id.clone().unwrap_or_default();
+        let history =
+            self.client.image_history(&id).await.map_err(|error| {
+                Error::docker(format!("reading the history of image {id}"), error)
+            })?;
+        Ok(ImageConfig::from_inspect(inspect, &history))
+    }
+
+    /// Loads `config` as an image unless an image with its id exists, and
+    /// returns the id.
+    pub async fn load(&self, config: &ImageConfig) -> Result<String, Error> {
+        let id = config.image_id();
+        if self.inspect(&id).await?.is_some() {
+            return Ok(id);
+        }
+        trace!(config = %String::from_utf8_lossy(&config.to_bytes()), "loading image config");
+        let archive = bytes::Bytes::from(config.load_archive());
+        let options = ImportImageOptionsBuilder::default().quiet(true).build();
+        let mut stream = self
+            .client
+            .import_image(options, bollard::body_full(archive), None);
+        while let Some(item) = stream.next().await {
+            item.map_err(|error| Error::docker(format!("loading image {id}"), error))?;
+        }
+        Ok(id)
+    }
+
+    pub async fn tag(&self, image_id: &str, name: &str) -> Result<(), Error> {
+        let (repository, tag) = split_tag(name);
+        let options = TagImageOptionsBuilder::default()
+            .repo(repository)
+            .tag(tag)
+            .build();
+        self.client
+            .tag_image(image_id, Some(options))
+            .await
+            .map_err(|error| Error::docker(format!("tagging image {image_id} as {name}"), error))
+    }
+
+    /// Runs `commands` in a container from `parent` and commits the result.
+    /// Each line of output goes to `output` as it arrives.
+    pub async fn run_step(
+        &self,
+        parent: &str,
+        commands: &[String],
+        environment: &BuildEnvironment,
+        output: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<StepOutcome, Error> {
+        let mut cmd = vec![
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            STEP_DRIVER.to_string(),
+            "imgscript-step".to_string(),
+        ];
+        cmd.extend(commands.iter().cloned());
+        let body = ContainerCreateBody {
+            image: Some(parent.to_string()),
+            entrypoint: Some(Vec::new()),
+            cmd: Some(cmd),
+            env: Some(environment.container_env()),
+            host_config: Some(environment.host_config()),
+            ..ContainerCreateBody::default()
+        };
+        let container = self.create_container(body).await?;
+        let outcome = self.run_and_commit(&container, output).await;
+        self.remove_container(&container).await;
+        outcome
+    }
+
+    async fn run_and_commit(
+        &self,
+        container: &str,
+        output: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<StepOutcome, Error> {
+        self.client
+            .start_container(
+                container,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(|error| Error::docker("starting a build container", error))?;
+
+        let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
+        let mut failure_marker = None;
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.client.logs(container, Some(options));
+        let mut pending = String::new();
+        while let Some(chunk) = logs.next().await {
+            let chunk = chunk.map_err(|error| Error::docker("reading build output", error))?;
+            let bytes = match &chunk {
+                LogOutput::StdOut { message }
+                | LogOutput::StdErr { message }
+                | LogOutput::Console { message } => message,
+                LogOutput::StdIn { .. } => continue,
+            };
+            pending.push_str(&String::from_utf8_lossy(bytes));
+            while let Some(newline) = pending.find('\n') {
+                let line: String = pending.drain(..=newline).collect();
+                handle_output_line(
+                    line.trim_end_matches(['\n', '\r']),
+                    output,
+                    &mut tail,
+                    &mut failure_marker,
+                );
+            }
+        }
+        if !pending.is_empty() {
+            handle_output_line(&pending, output, &mut tail, &mut failure_marker);
+        }
+
+        let exit_code = self.wait(container).await?;
+        if exit_code != 0 {
+            let index = failure_marker.map_or(0, |(index, _)| index);
+            return Ok(StepOutcome::Failed(CommandFailure {
+                index,
+                exit_code,
+                output_tail: tail.into_iter().collect(),
+            }));
+        }
+        self.commit_layer(container).await.map(StepOutcome::Layer)
+    }
+
+    /// Waits for a started container and returns its exit code.
+    async fn wait(&self, container: &str) -> Result<i64, Error> {
+        let mut wait = self.client.wait_container(
+            container,
+            None::<bollard::query_parameters::WaitContainerOptions>,
+        );
+        let mut exit_code = 0;
+        while let Some(item) = wait.next().await {
+            match item {
+                Ok(response) => exit_code = response.status_code,
+                // bollard reports a non-zero exit as an error value.
+                Err(BollardError::DockerContainerWaitError { code, .. }) => exit_code = code,
+                Err(error) => return Err(Error::docker("waiting for a build container", error)),
+            }
+        }
+        Ok(exit_code)
+    }
+
+    /// Unpacks `archive` into a container from `parent` that is never
+    /// started, so the image needs no shell, and commits the result.
+    pub async fn copy_step(&self, parent: &str, archive: Vec<u8>) -> Result<String, Error> {
+        let body = ContainerCreateBody {
+            image: Some(parent.to_string()),
+            entrypoint: Some(Vec::new()),
+            cmd: Some(vec!["imgscript-copy-never-started".to_string()]),
+            ..ContainerCreateBody::default()
+        };
+        let container = self.create_container(body).await?;
+        let result = async {
+            let options = UploadToContainerOptionsBuilder::default().path("/").build();
+            self.client
+                .upload_to_container(
+                    &container,
+                    Some(options),
+                    bollard::body_full(archive.into()),
+                )
+                .await
+                .map_err(|error| {
+                    Error::docker("copying local files into a build container", error)
+                })?;
+            self.commit_layer(&container).await
+        }
+        .await;
+        self.remove_container(&container).await;
+        result
+    }
+
+    /// Commits a container, returns the diff id of the new layer, and keeps
+    /// the committed image only until [`Docker::discard_commits`] runs.
+    async fn commit_layer(&self, container: &str) -> Result<String, Error> {
+        let options = CommitContainerOptionsBuilder::default()
+            .container(container)
+            .build();
+        let committed = self
+            .client
+            .commit_container(options, bollard::models::ContainerConfig::default())
+            .await
+            .map_err(|error| Error::docker("committing a build container", error))?;
+        let inspect = self.inspect(&committed.id).await?.ok_or_else(|| {
+            Error::docker(
+                "reading a committed layer",
+                "the committed image disappeared",
+            )
+        })?;
+        let diff_id = inspect
+            .root_fs
+            .and_then(|root_fs| root_fs.layers)
+            .and_then(|layers| layers.last().cloned())
+            .ok_or_else(|| {
+                Error::docker(
+                    "reading a committed layer",
+                    "the committed image has no layers",
+                )
+            })?;
+        self.leftovers().commits.push(committed.id);
+        Ok(diff_id)
+    }
+
+    fn leftovers(&self) -> std::sync::MutexGuard<'_, Leftovers> {
+        self.leftovers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn create_container(&self, body: ContainerCreateBody) -> Result<String, Error> {
+        let created = self
+            .client
+            .create_container(None, body)
+            .await
+            .map_err(|error| Error::docker("creating a build container", error))?;
+        self.leftovers().containers.insert(created.id.clone());
+        Ok(created.id)
+    }
+
+    async fn remove_container(&self, id: &str) {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        if let Err(error) = self.client.remove_container(id, Some(options)).await {
+            tracing::warn!(container = %id, %error, "failed to remove a build container");
+        }
+        self.leftovers().containers.remove(id);
+    }
+
+    /// Removes the images that commits left, once the loaded images hold
+    /// their layers.
+    pub async fn discard_commits(&self) {
+        let commits = std::mem::take(&mut self.leftovers().commits);
+        for id in commits {
+            // noprune: a committed image's parent is an untagged cached image
+            // that pruning would delete.
+            let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+            if let Err(error) = self.client.remove_image(&id, Some(options), None).await {
+                tracing::warn!(image = %id, %error, "failed to remove a committed build image");
+            }
+        }
+    }
+
+    /// Removes cached images that a rebuild of their step replaced. Failures
+    /// (an image in use by a container, say) only cost disk space.
+    pub async fn remove_stale(&self, image_ids: &[String]) {
+        for id in image_ids {
+            let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+            if let Err(error) = self.client.remove_image(id, Some(options), None).await {
+                debug!(image = %id, %error, "kept a replaced cached image");
+            }
+        }
+    }
+
+    /// Removes every container this connection created that still exists,
+    /// and the committed images not yet discarded. Called on Ctrl-C.
+    pub async fn clean_up(&self) {
+        let containers: Vec<String> = self.leftovers().containers.iter().cloned().collect();
+        for container in containers {
+            self.remove_container(&container).await;
+        }
+        self.discard_commits().await;
+    }
+
+    /// Starts a container from `image` with `binds`, streams its output to
+    /// this process's stdout and stderr, and returns its exit code.
+    pub async fn run_container(
+        &self,
+        image: &str,
+        command: &[String],
+        binds: Vec<String>,
+    ) -> Result<i64, Error> {
+        use std::io::Write;
+
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: (!command.is_empty()).then(|| command.to_vec()),
+            host_config: Some(HostConfig {
+                binds: Some(binds),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let container = self.create_container(body).await?;
+        let result = async {
+            self.client
+                .start_container(
+                    &container,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|error| {
+                    Error::docker(format!("starting a container from {image}"), error)
+                })?;
+            let options = LogsOptionsBuilder::default()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut logs = self.client.logs(&container, Some(options));
+            while let Some(chunk) = logs.next().await {
+                match chunk.map_err(|error| Error::docker("reading container output", error))? {
+                    LogOutput::StdErr { message } => {
+                        let _ = std::io::stderr().write_all(&message);
+                    }
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        let _ = std::io::stdout().write_all(&message);
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            let _ = std::io::stdout().flush();
+            self.wait(&container).await
+        }
+        .await;
+        self.remove_container(&container).await;
+        result
+    }
+}
+
+fn handle_output_line(
+    line: &str,
+    output: &mut (dyn FnMut(&str) + Send),
+    tail: &mut VecDeque<String>,
+    failure_marker: &mut Option<(usize, i64)>,
+) {
+    if let Some(rest) = line.strip_prefix(FAILURE_MARKER) {
+        let mut numbers = rest
+            .split_whitespace()
+            .filter_map(|word| word.parse::<i64>().ok());
+        if let (Some(position), Some(status)) = (numbers.next(), numbers.next()) {
+            *failure_marker = Some(((position.max(1) - 1) as usize, status));
+        }
+        return;
+    }
+    if tail.len() == OUTPUT_TAIL_LINES {
+        tail.pop_front();
+    }
+    tail.push_back(line.to_string());
+    output(line);
+}
+
+/// Splits `name:tag` into repository and tag, defaulting the tag to
+/// `latest`. A colon inside a registry host's port is not a tag.
+pub fn split_tag(name: &str) -> (&str, &str) {
+    match name.rsplit_once(':') {
+        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
+        _ => (name, "latest"),
+    }
+}
+
+/// Returns the registry a reference is pulled from: its first component when
+/// that looks like a host, else Docker Hub.
+pub fn registry_of(reference: &str) -> String {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first.to_string()
+        }
+        _ => "docker.io".to_string(),
+    }
+}
+
+/// Returns the daemon's own message for an error, without bollard's wrapper.
+fn docker_message(error: &BollardError) -> String {
+    match error {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        BollardError::DockerStreamError { error } => error.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_split_at_the_last_colon_outside_the_host() {
+        let cases = [
+            ("myapp:latest", ("myapp", "latest")),
+            ("myapp", ("myapp", "latest")),
+            (
+                "127.0.0.1:5000/team/app:v1",
+                ("127.0.0.1:5000/team/app", "v1"),
+            ),
+            (
+                "127.0.0.1:5000/team/app",
+                ("127.0.0.1:5000/team/app", "latest"),
+            ),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(split_tag(name), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn registry_is_the_host_component() {
+        let cases = [
+            ("python:3.11", "docker.io"),
+            ("library/python", "docker.io"),
+            ("127.0.0.1:5000/app:v1", "127.0.0.1:5000"),
+            ("localhost/app", "localhost"),
+            ("registry.example/app", "registry.example"),
+        ];
+        for (reference, expected) in cases {
+            assert_eq!(registry_of(reference), expected, "{reference}");
+        }
+    }
+}

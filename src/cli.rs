@@ -1,0 +1,350 @@
+//! The command line: `imgscript run`, `check` and `plan`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::backend::{BuildEnvironment, Docker};
+use crate::context::ContextKind;
+use crate::diagnostics::Error;
+use crate::execute::{Delivered, Executor};
+use crate::image::Image;
+use crate::plan::{Plan, Status};
+use crate::progress::PlainProgress;
+use crate::script::{self, Target};
+
+#[derive(Parser)]
+#[command(
+    name = "imgscript",
+    version,
+    about = "Build container images from Rhai scripts on a Docker Engine"
+)]
+struct Cli {
+    /// Log decisions (cache hits and misses, base images, the socket) to
+    /// stderr; RUST_LOG overrides the filter.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the script's target and print the image id; with `-- CMD`,
+    /// run CMD in a container from it.
+    Run {
+        /// The `.img` script.
+        file: PathBuf,
+        /// Build only this entry of a script that ends with a map of images.
+        #[arg(long)]
+        target: Option<String>,
+        /// Tag the built image with this name, replacing the script's tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Rebuild every step, as IMGSCRIPT_FORCE_BUILD=1 does.
+        #[arg(long)]
+        force_build: bool,
+        /// CA bundle mounted read-only into build containers, for builds
+        /// behind a TLS-intercepting proxy.
+        #[arg(long, env = "IMGSCRIPT_CA_BUNDLE", value_name = "PATH")]
+        ca_bundle: Option<PathBuf>,
+        /// Command to run in a container from the built image.
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Evaluate the script and report errors; build nothing.
+    Check { file: PathBuf },
+    /// Show each layer with its script location, whether it is cached, and
+    /// why it would be built.
+    Plan {
+        file: PathBuf,
+        #[arg(long)]
+        target: Option<String>,
+        /// Plan as if every step were forced.
+        #[arg(long)]
+        force_build: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+
+    let result = match cli.command {
+        Command::Check { file } => check(&file),
+        command => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| Error::docker("starting the async runtime", error))
+            .and_then(|runtime| runtime.block_on(run_command(command))),
+    };
+
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            let code = error.exit_code();
+            eprintln!("{:?}", miette::Report::new(error));
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "imgscript=debug",
+        _ => "imgscript=trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn check(file: &Path) -> Result<ExitCode, Error> {
+    let target = script::evaluate_file(file)?;
+    let count = match &target {
+        Target::Single(_) => "1 image".to_string(),
+        Target::Named(images) => format!("{} images", images.len()),
+    };
+    eprintln!("{}: ok ({count})", file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_command(command: Command) -> Result<ExitCode, Error> {
+    match command {
+        Command::Run {
+            file,
+            target,
+            tag,
+            force_build,
+            ca_bundle,
+            command,
+        } => {
+            let force_all = force_build || force_from_env();
+            run(
+                &file,
+                target.as_deref(),
+                tag.as_deref(),
+                force_all,
+                ca_bundle,
+                command,
+            )
+            .await
+        }
+        Command::Plan {
+            file,
+            target,
+            force_build,
+        } => plan(&file, target.as_deref(), force_build || force_from_env()).await,
+        Command::Check { file } => check(&file),
+    }
+}
+
+fn force_from_env() -> bool {
+    std::env::var("IMGSCRIPT_FORCE_BUILD").is_ok_and(|value| !value.is_empty() && value != "0")
+}
+
+fn select_targets(
+    file: &Path,
+    target: Option<&str>,
+) -> Result<Vec<(Option<String>, Image)>, Error> {
+    let evaluated = script::evaluate_file(file)?;
+    evaluated.select(target).map_err(|message| Error::Usage {
+        message,
+        help: "pass --target with one of the names in the script's final map".into(),
+    })
+}
+
+async fn run(
+    file: &Path,
+    target: Option<&str>,
+    tag: Option<&str>,
+    force_all: bool,
+    ca_bundle: Option<PathBuf>,
+    command: Vec<String>,
+) -> Result<ExitCode, Error> {
+    let targets = select_targets(file, target)?;
+    if targets.len() > 1 && (tag.is_some() || !command.is_empty()) {
+        return Err(Error::Usage {
+            message: "--tag and `-- CMD` need a single image, but the script builds several".into(),
+            help: "pick one with --target NAME".into(),
+        });
+    }
+    if let Some(bundle) = &ca_bundle {
+        if !bundle.is_file() {
+            return Err(Error::Usage {
+                message: format!(
+                    "CA bundle {} does not exist or is not a file",
+                    bundle.display()
+                ),
+                help: "pass the path of a PEM file, such as /etc/ssl/certs/ca-certificates.crt"
+                    .into(),
+            });
+        }
+    }
+
+    let docker = Docker::connect().await?;
+    let environment = BuildEnvironment::from_host(
+        ca_bundle.map(|path| std::path::absolute(&path).unwrap_or(path)),
+    );
+
+    let work = async {
+        pull_missing_bases(&docker, &targets).await?;
+        let plan = Plan::new(&docker, targets, force_all).await?;
+        let delivered = Executor::new(&docker, &environment, &PlainProgress)
+            .run(&plan, tag)
+            .await?;
+        print_delivered(&delivered);
+
+        if command.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let image = &plan.targets[0].image;
+        let (binds, _staging) = mount_binds(image)?;
+        let status = docker
+            .run_container(&delivered[0].image_id, &command, binds)
+            .await?;
+        Ok(ExitCode::from(status.clamp(0, 255) as u8))
+    };
+
+    tokio::select! {
+        result = work => {
+            if result.is_err() {
+                docker.clean_up().await;
+            }
+            result
+        }
+        _ = tokio::signal::ctrl_c() => {
+            docker.clean_up().await;
+            Err(Error::Interrupted)
+        }
+    }
+}
+
+async fn pull_missing_bases(
+    docker: &Docker,
+    targets: &[(Option<String>, Image)],
+) -> Result<(), Error> {
+    let progress = PlainProgress;
+    for (_, image) in targets {
+        let base = image
+            .layer
+            .ancestry()
+            .last()
+            .expect("every chain has a base");
+        if let crate::image::Step::Base(crate::image::BaseImage::Registry(reference)) = &base.step {
+            if docker.inspect(reference).await?.is_none() {
+                crate::progress::Progress::pulling(&progress, reference);
+                docker.pull(reference).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_delivered(delivered: &[Delivered]) {
+    for image in delivered {
+        let mut line = String::new();
+        if let Some(name) = &image.name {
+            line.push_str(&format!("{name} "));
+        }
+        line.push_str(&image.image_id);
+        if let Some(tag) = &image.tag {
+            line.push_str(&format!(" {tag}"));
+        }
+        println!("{line}");
+    }
+}
+
+/// Returns the bind mounts for an image's `copy: false` files. A folder
+/// whose ignore rules leave files out is mirrored into a temporary folder
+/// of hard links (copies across file systems), returned so it lives as long
+/// as the container.
+fn mount_binds(image: &Image) -> Result<(Vec<String>, Vec<tempfile::TempDir>), Error> {
+    let mut binds = Vec::new();
+    let mut staging = Vec::new();
+    for mount in image.mounts.iter() {
+        let context = &mount.context;
+        let source = if context.kind == ContextKind::Dir && context.excludes_any {
+            let folder = stage_context(context)?;
+            let path = folder.path().to_path_buf();
+            staging.push(folder);
+            path
+        } else {
+            context.source.clone()
+        };
+        binds.push(format!("{}:{}:ro", source.display(), mount.destination));
+    }
+    Ok((binds, staging))
+}
+
+fn stage_context(context: &crate::context::LocalContext) -> Result<tempfile::TempDir, Error> {
+    use crate::context::EntryKind;
+
+    let io_error = |path: &Path, error: std::io::Error| Error::Read {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    };
+    let folder = tempfile::Builder::new()
+        .prefix("imgscript-mount-")
+        .tempdir()
+        .map_err(|error| io_error(Path::new("/tmp"), error))?;
+
+    for entry in context
+        .entries
+        .iter()
+        .filter(|entry| !entry.relative.is_empty())
+    {
+        let target = folder.path().join(&entry.relative);
+        let result = match &entry.kind {
+            EntryKind::Dir => std::fs::create_dir_all(&target),
+            EntryKind::Symlink { target: link } => std::os::unix::fs::symlink(link, &target),
+            EntryKind::File => std::fs::hard_link(&entry.absolute, &target)
+                .or_else(|_| std::fs::copy(&entry.absolute, &target).map(|_| ())),
+        };
+        result.map_err(|error| io_error(&entry.absolute, error))?;
+    }
+    Ok(folder)
+}
+
+async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<ExitCode, Error> {
+    let targets = select_targets(file, target)?;
+    let docker = Docker::connect().await?;
+    let plan = Plan::new(&docker, targets, force_all).await?;
+
+    for step in &plan.steps {
+        let status = match &step.status {
+            Status::Cached { .. } => "cached".to_string(),
+            Status::Build(reason) => format!("to build: {}", reason.describe()),
+        };
+        println!(
+            "{}  {}  [{status}]",
+            step.layer.call.location(),
+            step.layer.describe()
+        );
+    }
+    for target in &plan.targets {
+        let name = target.name.as_deref().unwrap_or("image");
+        let tag = target
+            .image
+            .tag
+            .as_deref()
+            .map(|tag| format!(" tagged {tag}"))
+            .unwrap_or_default();
+        println!(
+            "target {name}: {}{tag}",
+            plan.steps[target.step].layer.call.location()
+        );
+    }
+    eprintln!(
+        "{} of {} steps to build",
+        plan.steps_to_build(),
+        plan.steps.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,176 @@
+//! Errors as users see them: miette diagnostics that point into the script.
+
+use std::path::PathBuf;
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+
+use crate::image::CallSite;
+
+/// An error in a script, shown with the script's source and a label on the
+/// offending span.
+#[derive(Debug, Clone, thiserror::Error, Diagnostic)]
+#[error("{message}")]
+pub struct ScriptError {
+    pub message: String,
+    #[source_code]
+    pub source_code: NamedSource<String>,
+    #[label("{label}")]
+    pub span: SourceSpan,
+    pub label: String,
+    #[help]
+    pub help: Option<String>,
+}
+
+/// A build step whose commands failed.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("step `{function}` failed: command exited with code {exit_code}")]
+#[diagnostic(help("the last lines of its output:\n{output_tail}"))]
+pub struct StepFailed {
+    pub function: String,
+    pub command: String,
+    pub exit_code: i64,
+    pub output_tail: String,
+    #[source_code]
+    pub source_code: NamedSource<String>,
+    #[label("this step ran `{command}`")]
+    pub span: SourceSpan,
+}
+
+/// Everything that can stop a run, each as a diagnostic.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum Error {
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Script(#[from] Box<ScriptError>),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    StepFailed(#[from] Box<StepFailed>),
+
+    #[error("cannot connect to the Docker daemon at {address}")]
+    #[diagnostic(help(
+        "start Docker (for example `sudo systemctl start docker`), or set DOCKER_HOST to the address of a running daemon"
+    ))]
+    DockerUnavailable { address: String, reason: String },
+
+    #[error("base image {reference} is not in the local image store and could not be pulled from {registry}: {reason}")]
+    #[diagnostic(help(
+        "check the reference and your access to the registry; on a machine without registry access, load or build the image locally first"
+    ))]
+    BaseImageUnavailable {
+        reference: String,
+        registry: String,
+        reason: String,
+    },
+
+    #[error("image {reference} is not in the local image store")]
+    #[diagnostic(help("list local images with `docker images --no-trunc`"))]
+    ImageIdNotFound { reference: String },
+
+    #[error("Docker Engine request failed while {action}: {reason}")]
+    Docker { action: String, reason: String },
+
+    #[error("failed to read {}: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+
+    #[error("{message}")]
+    #[diagnostic(help("{help}"))]
+    Usage { message: String, help: String },
+
+    #[error("interrupted; every container this run created was removed")]
+    Interrupted,
+}
+
+impl Error {
+    pub fn docker(action: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        Error::Docker {
+            action: action.into(),
+            reason: error.to_string(),
+        }
+    }
+
+    /// Exit status for this error: 2 for usage errors, 130 after Ctrl-C, 1
+    /// otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage { .. } => 2,
+            Error::Interrupted => 130,
+            _ => 1,
+        }
+    }
+}
+
+/// Returns the span of the identifier that starts at `line`:`column` (both
+/// 1-based, columns counted in characters, as Rhai counts them), or a
+/// one-character span where no identifier starts there.
+pub fn span_at(text: &str, line: usize, column: usize) -> SourceSpan {
+    let line_start: usize = text
+        .split_inclusive('\n')
+        .take(line.saturating_sub(1))
+        .map(str::len)
+        .sum();
+    let line_text = text[line_start..].split('\n').next().unwrap_or("");
+    let column_offset: usize = line_text
+        .chars()
+        .take(column.saturating_sub(1))
+        .map(char::len_utf8)
+        .sum();
+    let start = line_start + column_offset;
+
+    let rest = &text[start.min(text.len())..];
+    let identifier_length: usize = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .map(char::len_utf8)
+        .sum();
+    let length = if identifier_length > 0 {
+        identifier_length
+    } else {
+        rest.chars().next().map_or(0, char::len_utf8)
+    };
+    SourceSpan::new(start.into(), length)
+}
+
+impl CallSite {
+    pub fn named_source(&self) -> NamedSource<String> {
+        NamedSource::new(
+            self.script.path.display().to_string(),
+            self.script.text.clone(),
+        )
+    }
+
+    pub fn span(&self) -> SourceSpan {
+        span_at(&self.script.text, self.line, self.column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn span_covers_identifier() {
+        let text = "let a = 1;\nlet b = debian_slim(\"3.11\");\n";
+        let span = span_at(text, 2, 9);
+        assert_eq!(
+            &text[span.offset()..span.offset() + span.len()],
+            "debian_slim"
+        );
+    }
+
+    #[test]
+    fn span_counts_columns_in_characters() {
+        let text = "// é\n  x.apt_install()";
+        let span = span_at(text, 2, 5);
+        assert_eq!(
+            &text[span.offset()..span.offset() + span.len()],
+            "apt_install"
+        );
+    }
+
+    #[test]
+    fn span_outside_text_is_empty() {
+        let span = span_at("abc", 9, 9);
+        assert_eq!(span.len(), 0);
+    }
+}

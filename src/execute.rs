@@ -1,0 +1,236 @@
+//! The executor: builds the steps a [`Plan`] marks, parents first, and
+//! delivers each target as an image without imgscript's cache labels.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepOutcome};
+use crate::diagnostics::{Error, StepFailed};
+use crate::image::{ConfigChange, Layer, Step};
+use crate::plan::{Plan, Status};
+use crate::progress::Progress;
+
+/// A built or cached step: its image id and, once read, its config.
+struct StepImage {
+    id: String,
+    config: Option<ImageConfig>,
+}
+
+/// An image handed to the user.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub name: Option<String>,
+    pub image_id: String,
+    pub tag: Option<String>,
+}
+
+pub struct Executor<'a> {
+    docker: &'a Docker,
+    environment: &'a BuildEnvironment,
+    progress: &'a dyn Progress,
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(
+        docker: &'a Docker,
+        environment: &'a BuildEnvironment,
+        progress: &'a dyn Progress,
+    ) -> Self {
+        Executor {
+            docker,
+            environment,
+            progress,
+        }
+    }
+
+    /// Builds every step the plan marks and returns the delivered targets.
+    /// `tag_override` replaces the script's tag of a single target.
+    pub async fn run(
+        &self,
+        plan: &Plan,
+        tag_override: Option<&str>,
+    ) -> Result<Vec<Delivered>, Error> {
+        let mut images: Vec<Option<StepImage>> = Vec::with_capacity(plan.steps.len());
+        let needed = needed_steps(plan);
+
+        for (index, step) in plan.steps.iter().enumerate() {
+            let location = step.layer.call.location();
+            let description = step.layer.describe();
+            let image = match (&step.status, needed[index]) {
+                (Status::Cached { .. }, false) => {
+                    self.progress.step_cached(&location, &description);
+                    None
+                }
+                (Status::Build(_), false) => None,
+                (Status::Cached { image_id }, true) => {
+                    self.progress.step_cached(&location, &description);
+                    Some(StepImage {
+                        id: image_id.clone(),
+                        config: None,
+                    })
+                }
+                (Status::Build(reason), true) => {
+                    let key = step
+                        .key
+                        .as_deref()
+                        .expect("bases are pulled before building");
+                    let parent = step.parent.and_then(|parent| images[parent].as_mut());
+                    self.progress
+                        .step_started(&location, &description, reason.describe());
+                    let started = Instant::now();
+                    let built = self.build_step(&step.layer, key, parent).await?;
+                    self.docker.discard_commits().await;
+                    self.docker.remove_stale(step.stale_images()).await;
+                    self.progress.step_finished(&location, started.elapsed());
+                    Some(built)
+                }
+            };
+            images.push(image);
+        }
+
+        let mut delivered = Vec::new();
+        for target in &plan.targets {
+            let image = images[target.step]
+                .as_mut()
+                .expect("targets are always built or cached");
+            let config = self.config_of(image).await?.without_cache_labels();
+            let image_id = self.docker.load(&config).await?;
+
+            let tag = tag_override
+                .map(str::to_string)
+                .or_else(|| target.image.tag.clone());
+            if let Some(tag) = &tag {
+                let current = self
+                    .docker
+                    .inspect(tag)
+                    .await?
+                    .and_then(|inspect| inspect.id);
+                if current.as_deref() != Some(image_id.as_str()) {
+                    self.docker.tag(&image_id, tag).await?;
+                }
+            }
+            delivered.push(Delivered {
+                name: target.name.clone(),
+                image_id,
+                tag,
+            });
+        }
+        Ok(delivered)
+    }
+
+    async fn config_of<'i>(&self, image: &'i mut StepImage) -> Result<&'i ImageConfig, Error> {
+        if image.config.is_none() {
+            let inspect =
+                self.docker
+                    .inspect(&image.id)
+                    .await?
+                    .ok_or_else(|| Error::ImageIdNotFound {
+                        reference: image.id.clone(),
+                    })?;
+            image.config = Some(self.docker.image_config(&inspect).await?);
+        }
+        Ok(image.config.as_ref().expect("config was just read"))
+    }
+
+    async fn build_step(
+        &self,
+        layer: &Arc<Layer>,
+        key: &str,
+        parent: Option<&mut StepImage>,
+    ) -> Result<StepImage, Error> {
+        let parent = parent.expect("only base steps have no parent, and bases are never built");
+        let parent_id = parent.id.clone();
+        let mut config = self.config_of(parent).await?.clone();
+        let created_by = format!("imgscript: {}", layer.describe());
+
+        match &layer.step {
+            Step::Base(_) => unreachable!("base images are pulled, not built"),
+            Step::Config(change) => {
+                apply_config_change(&mut config, change);
+                config.push_config_history(&created_by);
+            }
+            Step::Run(run) => {
+                let progress = self.progress;
+                let mut output = |line: &str| progress.step_output(line);
+                match self
+                    .docker
+                    .run_step(&parent_id, &run.commands, self.environment, &mut output)
+                    .await?
+                {
+                    StepOutcome::Layer(diff_id) => config.push_layer(&diff_id, &created_by),
+                    StepOutcome::Failed(failure) => {
+                        let command = run.commands.get(failure.index).cloned().unwrap_or_default();
+                        return Err(Box::new(StepFailed {
+                            function: layer.call.function.clone(),
+                            command,
+                            exit_code: failure.exit_code,
+                            output_tail: failure.output_tail.join("\n"),
+                            source_code: layer.call.named_source(),
+                            span: layer.call.span(),
+                        })
+                        .into());
+                    }
+                }
+            }
+            Step::Copy(copy) => {
+                let mut archive = tar::Builder::new(Vec::new());
+                copy.context
+                    .append_to_archive(&mut archive, &copy.destination)
+                    .map_err(|error| Error::Read {
+                        path: copy.context.source.clone(),
+                        reason: error.to_string(),
+                    })?;
+                let archive = archive.into_inner().map_err(|error| Error::Read {
+                    path: copy.context.source.clone(),
+                    reason: error.to_string(),
+                })?;
+                let diff_id = self.docker.copy_step(&parent_id, archive).await?;
+                config.push_layer(&diff_id, &created_by);
+            }
+        }
+
+        config.mark_cached(key);
+        let id = self.docker.load(&config).await?;
+        Ok(StepImage {
+            id,
+            config: Some(config),
+        })
+    }
+}
+
+/// Marks the steps whose image the build uses: every step to build, the
+/// parents they start from, and the targets. Other cached steps are skipped
+/// without a Docker call.
+fn needed_steps(plan: &Plan) -> Vec<bool> {
+    let mut needed = vec![false; plan.steps.len()];
+    for target in &plan.targets {
+        needed[target.step] = true;
+    }
+    for index in (0..plan.steps.len()).rev() {
+        let step = &plan.steps[index];
+        let builds = matches!(step.status, Status::Build(_));
+        if builds {
+            needed[index] = true;
+        }
+        if needed[index] && builds {
+            if let Some(parent) = step.parent {
+                needed[parent] = true;
+            }
+        }
+    }
+    needed
+}
+
+fn apply_config_change(config: &mut ImageConfig, change: &ConfigChange) {
+    match change {
+        ConfigChange::Env(vars) => config.set_env(vars),
+        ConfigChange::Workdir(path) => {
+            // A relative path continues from the current one, as Docker's WORKDIR does.
+            let base = config.working_dir().unwrap_or_else(|| "/".to_string());
+            let resolved = std::path::Path::new(&base).join(path);
+            config.set_working_dir(&resolved.to_string_lossy());
+        }
+        ConfigChange::Entrypoint(args) => config.set_entrypoint(args),
+        ConfigChange::Cmd(args) => config.set_cmd(args),
+    }
+}

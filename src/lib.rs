@@ -1,0 +1,18 @@
+//! imgscript builds container images from Rhai scripts on a Docker Engine.
+//!
+//! The modules follow one run: [`script`] evaluates a script into the layer
+//! DAG of [`image`]; [`cache_key`] and [`plan`] decide what is cached;
+//! [`execute`] builds the rest through [`backend`]; [`cli`] drives it all.
+
+pub mod backend;
+pub mod cache_key;
+pub mod cli;
+pub mod context;
+pub mod diagnostics;
+pub mod execute;
+pub mod image;
+pub mod plan;
+pub mod progress;
+pub mod render;
+pub mod script;
+pub mod suggest;

@@ -1,0 +1,137 @@
+//! The shell commands that package-installing steps run.
+//!
+//! These strings enter cache keys, so a change here rebuilds the layers of
+//! every script that uses the step. The tests pin the exact text.
+
+/// Options shared by `pip_install` and `uv_pip_install`.
+#[derive(Debug, Clone, Default)]
+pub struct PipOptions {
+    pub index_url: Option<String>,
+    pub extra_index_url: Option<String>,
+    pub find_links: Option<String>,
+    pub pre: bool,
+    /// Passed to the installer as written, split by the shell.
+    pub extra_options: Option<String>,
+}
+
+/// Folder a temporary uv is installed into when the image has none. It is
+/// removed in the same command, so it never reaches the layer.
+const TEMPORARY_UV_DIR: &str = "/tmp/imgscript-uv";
+
+pub fn quote(word: &str) -> String {
+    shlex::try_quote(word)
+        .map(|quoted| quoted.into_owned())
+        .unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
+}
+
+fn quote_all(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|word| quote(word))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Renders an apt install that cannot stop at a prompt and leaves no package
+/// lists behind.
+pub fn apt_install(packages: &[String], install_recommends: bool) -> String {
+    let recommends = if install_recommends {
+        ""
+    } else {
+        " --no-install-recommends"
+    };
+    format!(
+        "apt-get update -q \
+         && DEBIAN_FRONTEND=noninteractive apt-get install -y -q{recommends} \
+         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {} \
+         && rm -rf /var/lib/apt/lists/*",
+        quote_all(packages)
+    )
+}
+
+fn pip_flags(options: &PipOptions) -> String {
+    let mut flags = String::new();
+    for (flag, value) in [
+        ("--index-url", &options.index_url),
+        ("--extra-index-url", &options.extra_index_url),
+        ("--find-links", &options.find_links),
+    ] {
+        if let Some(value) = value {
+            flags.push_str(&format!(" {flag} {}", quote(value)));
+        }
+    }
+    if options.pre {
+        flags.push_str(" --pre");
+    }
+    if let Some(extra) = &options.extra_options {
+        flags.push(' ');
+        flags.push_str(extra);
+    }
+    flags
+}
+
+/// Renders a pip install into the image's `python` that keeps no download
+/// cache.
+pub fn pip_install(packages: &[String], options: &PipOptions) -> String {
+    format!(
+        "python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore{} {}",
+        pip_flags(options),
+        quote_all(packages)
+    )
+}
+
+/// Renders a uv install into the image's `python`. Where the image has no
+/// `uv`, one is installed with pip into a temporary folder and removed again
+/// whether the install succeeds or fails.
+pub fn uv_pip_install(packages: &[String], options: &PipOptions) -> String {
+    format!(
+        "if command -v uv >/dev/null 2>&1; then uv=uv; \
+         else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+         --target {TEMPORARY_UV_DIR} uv && uv={TEMPORARY_UV_DIR}/bin/uv || exit $?; fi; \
+         \"$uv\" pip install --python \"$(command -v python)\" --no-cache{} {}; \
+         status=$?; rm -rf {TEMPORARY_UV_DIR}; exit $status",
+        pip_flags(options),
+        quote_all(packages)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn apt_install_command() {
+        insta::assert_snapshot!(apt_install(&strings(&["git", "curl"]), false), @"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold git curl && rm -rf /var/lib/apt/lists/*");
+    }
+
+    #[test]
+    fn apt_install_with_recommends() {
+        insta::assert_snapshot!(apt_install(&strings(&["vim"]), true), @"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold vim && rm -rf /var/lib/apt/lists/*");
+    }
+
+    #[test]
+    fn pip_install_command() {
+        let options = PipOptions {
+            index_url: Some("http://127.0.0.1:8080/simple".into()),
+            pre: true,
+            extra_options: Some("--no-deps".into()),
+            ..PipOptions::default()
+        };
+        insta::assert_snapshot!(pip_install(&strings(&["requests==2.32.3", "numpy>=2"]), &options), @"python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore --index-url http://127.0.0.1:8080/simple --pre --no-deps requests==2.32.3 'numpy>=2'");
+    }
+
+    #[test]
+    fn uv_pip_install_command() {
+        insta::assert_snapshot!(uv_pip_install(&strings(&["six"]), &PipOptions::default()), @r#"if command -v uv >/dev/null 2>&1; then uv=uv; else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /tmp/imgscript-uv uv && uv=/tmp/imgscript-uv/bin/uv || exit $?; fi; "$uv" pip install --python "$(command -v python)" --no-cache six; status=$?; rm -rf /tmp/imgscript-uv; exit $status"#);
+    }
+
+    #[test]
+    fn package_names_are_quoted() {
+        let command = pip_install(&strings(&["a; rm -rf /"]), &PipOptions::default());
+        assert!(command.ends_with("'a; rm -rf /'"), "{command}");
+    }
+}

@@ -1,0 +1,569 @@
+//! The builder functions a script can call.
+//!
+//! Each function has a form without options and one with an options map as
+//! its last argument. Arguments that take packages or commands are
+//! registered as `Dynamic` so that a wrong type gets a message from
+//! [`options`](super::options) instead of Rhai's generic "function not
+//! found".
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext};
+
+use super::options::{argv, required_list, Options};
+use super::CallError;
+use crate::context::{ContextError, LocalContext};
+use crate::image::{
+    BaseImage, CallSite, ConfigChange, CopyStep, Image, Layer, LocalMount, RunStep, ScriptSource,
+    Step,
+};
+use crate::render::{self, PipOptions};
+
+type BuilderResult = Result<Image, Box<EvalAltResult>>;
+
+/// How each builder is called, for "wrong arguments" messages.
+const USAGE: &[(&str, &str)] = &[
+    ("debian_slim", "`debian_slim()` or `debian_slim(\"3.11\")`, with an optional options map"),
+    ("from_registry", "`from_registry(\"name:tag\")`, with an optional options map"),
+    ("from_id", "`from_id(\"sha256:…\")`, with an optional options map"),
+    ("apt_install", "`image.apt_install([\"git\", \"curl\"])`, with an optional options map"),
+    ("pip_install", "`image.pip_install([\"requests==2.32.3\"])`, with an optional options map"),
+    ("uv_pip_install", "`image.uv_pip_install([\"requests==2.32.3\"])`, with an optional options map"),
+    ("run_commands", "`image.run_commands([\"echo hello\"])`, with an optional options map"),
+    ("env", "`image.env(#{ NAME: \"value\" })`, with an optional options map"),
+    ("workdir", "`image.workdir(\"/app\")`, with an optional options map"),
+    ("entrypoint", "`image.entrypoint([\"python\"])`, with an optional options map"),
+    ("cmd", "`image.cmd([\"python\", \"main.py\"])`, with an optional options map"),
+    ("add_local_file", "`image.add_local_file(\"./config.toml\", \"/etc/app/config.toml\")`, with an optional options map"),
+    ("add_local_dir", "`image.add_local_dir(\"./src\", \"/app\")`, with an optional options map"),
+    ("tag", "`image.tag(\"myapp:latest\")`"),
+];
+
+/// Names of every builder function, for "did you mean" suggestions.
+pub fn builder_names() -> impl Iterator<Item = &'static str> {
+    USAGE.iter().map(|(name, _)| *name)
+}
+
+pub fn usage(name: &str) -> Option<&'static str> {
+    USAGE
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map(|(_, usage)| *usage)
+}
+
+const PIP_OPTIONS: &[&str] = &[
+    "index_url",
+    "extra_index_url",
+    "find_links",
+    "pre",
+    "extra_options",
+    "force_build",
+];
+
+/// What every builder needs to know about the script it is called from.
+#[derive(Clone)]
+struct Builders {
+    script: Arc<ScriptSource>,
+}
+
+impl Builders {
+    fn call_site(&self, context: &NativeCallContext, function: &str) -> CallSite {
+        let position = context.call_position();
+        CallSite {
+            script: Arc::clone(&self.script),
+            line: position.line().unwrap_or(1),
+            column: position.position().unwrap_or(1),
+            function: function.to_string(),
+        }
+    }
+}
+
+/// Resolves a local path from a script against the script's folder.
+fn local_path(site: &CallSite, written: &str) -> PathBuf {
+    let path = Path::new(written);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        site.script.folder.join(path)
+    }
+}
+
+/// Registers a builder with and without a trailing options map. `$body`
+/// receives the call site, the arguments and the checked [`Options`].
+macro_rules! register {
+    ($engine:expr, $builders:expr, $name:literal, $allowed:expr,
+     |$site:ident, $options:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {{
+        let builders = $builders.clone();
+        $engine.register_fn($name, move |context: NativeCallContext $(, $arg: $ty)*| -> BuilderResult {
+            let $site = builders.call_site(&context, $name);
+            let $options = Options::none($name);
+            #[allow(clippy::redundant_closure_call)]
+            (|| -> Result<Image, CallError> { $body })().map_err(|error| error.into_rhai(context.call_position()))
+        });
+        let builders = $builders.clone();
+        $engine.register_fn($name, move |context: NativeCallContext $(, $arg: $ty)*, options: Map| -> BuilderResult {
+            let $site = builders.call_site(&context, $name);
+            #[allow(clippy::redundant_closure_call)]
+            (|| -> Result<Image, CallError> {
+                let $options = Options::parse($name, options, $allowed)?;
+                $body
+            })().map_err(|error| error.into_rhai(context.call_position()))
+        });
+    }};
+}
+
+pub fn register(engine: &mut Engine, script: Arc<ScriptSource>) {
+    engine.register_type_with_name::<Image>("Image");
+    let builders = Builders { script };
+
+    register_bases(engine, &builders);
+    register_run_steps(engine, &builders);
+    register_config_steps(engine, &builders);
+    register_local_files(engine, &builders);
+
+    engine.register_fn(
+        "tag",
+        |context: NativeCallContext, image: Image, name: ImmutableString| -> BuilderResult {
+            check_tag(&name).map_err(|error| error.into_rhai(context.call_position()))?;
+            Ok(Image {
+                tag: Some(name.to_string()),
+                ..image
+            })
+        },
+    );
+}
+
+fn register_bases(engine: &mut Engine, builders: &Builders) {
+    let default_slim = builders.clone();
+    engine.register_fn(
+        "debian_slim",
+        move |context: NativeCallContext| -> BuilderResult {
+            let site = default_slim.call_site(&context, "debian_slim");
+            Ok(base(site, debian_slim_reference("3.12"), false))
+        },
+    );
+    register!(
+        engine,
+        builders,
+        "debian_slim",
+        &["force_build"],
+        |site, options, version: Dynamic| {
+            let version = python_version(&version)?;
+            Ok(base(
+                site,
+                debian_slim_reference(&version),
+                options.bool("force_build")?,
+            ))
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "from_registry",
+        &["force_build"],
+        |site, options, reference: ImmutableString| {
+            check_reference(&reference)?;
+            Ok(base(
+                site,
+                BaseImage::Registry(reference.to_string()),
+                options.bool("force_build")?,
+            ))
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "from_id",
+        &["force_build"],
+        |site, options, id: ImmutableString| {
+            if id.trim().is_empty() {
+                return Err(
+                    CallError::new("from_id needs an image id, such as \"sha256:…\"")
+                        .with_label("empty id"),
+                );
+            }
+            Ok(base(
+                site,
+                BaseImage::Id(id.to_string()),
+                options.bool("force_build")?,
+            ))
+        }
+    );
+}
+
+fn debian_slim_reference(version: &str) -> BaseImage {
+    BaseImage::Registry(format!("python:{version}-slim-bookworm"))
+}
+
+fn base(call: CallSite, base: BaseImage, force_build: bool) -> Image {
+    Image {
+        layer: Arc::new(Layer {
+            parent: None,
+            step: Step::Base(base),
+            call,
+            force_build,
+        }),
+        mounts: Arc::new(Vec::new()),
+        tag: None,
+    }
+}
+
+/// Accepts versions of the form `3.N`.
+fn python_version(value: &Dynamic) -> Result<String, CallError> {
+    let invalid = |shown: String| {
+        CallError::new(format!(
+            "invalid Python version {shown}: expected a string of the form \"3.N\""
+        ))
+        .with_label("invalid Python version")
+        .with_help("write the version as a string, such as debian_slim(\"3.11\")")
+    };
+    if !value.is_string() {
+        return Err(invalid(format!("{value} ({})", value.type_name())));
+    }
+    let version = value.to_string();
+    let valid = version
+        .strip_prefix("3.")
+        .is_some_and(|minor| !minor.is_empty() && minor.chars().all(|c| c.is_ascii_digit()));
+    if valid {
+        Ok(version)
+    } else {
+        Err(invalid(format!("{version:?}")))
+    }
+}
+
+fn check_reference(reference: &str) -> Result<(), CallError> {
+    if reference.is_empty() || reference.chars().any(char::is_whitespace) {
+        return Err(CallError::new(format!("invalid image reference {reference:?}"))
+            .with_label("invalid reference")
+            .with_help("write a reference such as \"python:3.11-slim-bookworm\" or \"127.0.0.1:5000/team/app@sha256:…\""));
+    }
+    Ok(())
+}
+
+fn check_tag(name: &str) -> Result<(), CallError> {
+    check_reference(name)?;
+    let repository = name
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .map_or(name, |(repo, _)| repo);
+    if repository.chars().any(|c| c.is_ascii_uppercase()) || name.contains('@') {
+        return Err(CallError::new(format!(
+            "invalid tag {name:?}: a repository name is lowercase and a tag holds no digest"
+        ))
+        .with_label("invalid tag")
+        .with_help("write a tag such as \"myapp:latest\""));
+    }
+    Ok(())
+}
+
+/// Rejects a step that runs commands or bakes files on top of an image with
+/// `copy: false` files, because that step would not see them.
+fn check_no_attached_files(image: &Image, function: &str) -> Result<(), CallError> {
+    let Some(mount) = image.mounts.first() else {
+        return Ok(());
+    };
+    Err(CallError::new(format!(
+        "{function} cannot come after {} (line {}), which attaches {} only when a container starts",
+        mount.call.function,
+        mount.call.line,
+        mount.context.display_source(),
+    ))
+    .with_label("this step would not see the attached files")
+    .with_help(format!(
+        "pass #{{ copy: true }} to {} on line {} so the files are baked into a layer, or move this step before it",
+        mount.call.function, mount.call.line
+    )))
+}
+
+fn child(image: &Image, call: CallSite, step: Step, force_build: bool) -> Image {
+    Image {
+        layer: Arc::new(Layer {
+            parent: Some(Arc::clone(&image.layer)),
+            step,
+            call,
+            force_build,
+        }),
+        mounts: Arc::clone(&image.mounts),
+        tag: None,
+    }
+}
+
+fn run_step(
+    image: &Image,
+    site: CallSite,
+    summary: String,
+    commands: Vec<String>,
+    options: &Options,
+) -> Result<Image, CallError> {
+    check_no_attached_files(image, &site.function)?;
+    let force_build = options.bool("force_build")?;
+    Ok(child(
+        image,
+        site,
+        Step::Run(RunStep { summary, commands }),
+        force_build,
+    ))
+}
+
+fn pip_options(options: &Options) -> Result<PipOptions, CallError> {
+    Ok(PipOptions {
+        index_url: options.string("index_url")?,
+        extra_index_url: options.string("extra_index_url")?,
+        find_links: options.string("find_links")?,
+        pre: options.bool("pre")?,
+        extra_options: options.string("extra_options")?,
+    })
+}
+
+fn register_run_steps(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "apt_install",
+        &["install_recommends", "force_build"],
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = required_list("apt_install", "packages", &packages)?;
+            let command = render::apt_install(&packages, options.bool("install_recommends")?);
+            run_step(
+                &image,
+                site,
+                format!("apt_install {}", packages.join(" ")),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "pip_install",
+        PIP_OPTIONS,
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = required_list("pip_install", "packages", &packages)?;
+            let command = render::pip_install(&packages, &pip_options(&options)?);
+            run_step(
+                &image,
+                site,
+                format!("pip_install {}", packages.join(" ")),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "uv_pip_install",
+        PIP_OPTIONS,
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = required_list("uv_pip_install", "packages", &packages)?;
+            let command = render::uv_pip_install(&packages, &pip_options(&options)?);
+            run_step(
+                &image,
+                site,
+                format!("uv_pip_install {}", packages.join(" ")),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "run_commands",
+        &["force_build"],
+        |site, options, image: Image, commands: Dynamic| {
+            let commands = required_list("run_commands", "commands", &commands)?;
+            let summary = format!("run_commands {}", commands.join(" && "));
+            run_step(&image, site, summary, commands, &options)
+        }
+    );
+}
+
+fn register_config_steps(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "env",
+        &["force_build"],
+        |site, options, image: Image, vars: Map| {
+            let mut env = BTreeMap::new();
+            for (name, value) in vars {
+                if name.is_empty() || name.contains('=') {
+                    return Err(CallError::new(format!(
+                        "invalid environment variable name {name:?}"
+                    ))
+                    .with_label("invalid name"));
+                }
+                let value = match value {
+                    value if value.is_string() => value.to_string(),
+                    value if value.is_int() || value.is_float() || value.is_bool() => {
+                        value.to_string()
+                    }
+                    other => {
+                        return Err(CallError::new(format!(
+                            "environment variable {name} must be a string, found {}",
+                            other.type_name()
+                        ))
+                        .with_label("wrong value type"))
+                    }
+                };
+                env.insert(name.to_string(), value);
+            }
+            config_step(&image, site, ConfigChange::Env(env), &options)
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "workdir",
+        &["force_build"],
+        |site, options, image: Image, path: ImmutableString| {
+            if path.is_empty() {
+                return Err(CallError::new("workdir needs a path").with_label("empty path"));
+            }
+            config_step(
+                &image,
+                site,
+                ConfigChange::Workdir(path.to_string()),
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "entrypoint",
+        &["force_build"],
+        |site, options, image: Image, args: Dynamic| {
+            let args = argv("entrypoint", &args)?;
+            config_step(&image, site, ConfigChange::Entrypoint(args), &options)
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "cmd",
+        &["force_build"],
+        |site, options, image: Image, args: Dynamic| {
+            let args = argv("cmd", &args)?;
+            config_step(&image, site, ConfigChange::Cmd(args), &options)
+        }
+    );
+}
+
+fn config_step(
+    image: &Image,
+    site: CallSite,
+    change: ConfigChange,
+    options: &Options,
+) -> Result<Image, CallError> {
+    let force_build = options.bool("force_build")?;
+    Ok(child(image, site, Step::Config(change), force_build))
+}
+
+fn register_local_files(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "add_local_file",
+        &["copy", "force_build"],
+        |site, options, image: Image, local: ImmutableString, remote: ImmutableString| {
+            let source = local_path(&site, &local);
+            let context = LocalContext::file(source, &local).map_err(context_error)?;
+            let destination = if remote.ends_with('/') {
+                let name = context
+                    .source
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                format!("{remote}{name}")
+            } else {
+                remote.to_string()
+            };
+            add_local(&image, site, context, destination, &options)
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "add_local_dir",
+        &["copy", "ignore", "force_build"],
+        |site, options, image: Image, local: ImmutableString, remote: ImmutableString| {
+            let source = local_path(&site, &local);
+            let patterns = options.strings("ignore")?;
+            let context = LocalContext::dir(source, &local, &patterns).map_err(context_error)?;
+            add_local(&image, site, context, remote.to_string(), &options)
+        }
+    );
+}
+
+fn add_local(
+    image: &Image,
+    site: CallSite,
+    context: LocalContext,
+    destination: String,
+    options: &Options,
+) -> Result<Image, CallError> {
+    if !destination.starts_with('/') {
+        return Err(CallError::new(format!(
+            "the path in the image must be absolute, found {destination:?}"
+        ))
+        .with_label("relative path in the image")
+        .with_help(format!(
+            "write it from the root, such as \"/app/{}\"",
+            destination.trim_start_matches("./")
+        )));
+    }
+    let context = Arc::new(context);
+
+    if options.bool("copy")? {
+        check_no_attached_files(image, &site.function)?;
+        let force_build = options.bool("force_build")?;
+        return Ok(child(
+            image,
+            site,
+            Step::Copy(CopyStep {
+                context,
+                destination,
+            }),
+            force_build,
+        ));
+    }
+
+    let mut mounts = (*image.mounts).clone();
+    mounts.push(LocalMount {
+        context,
+        destination,
+        call: site,
+    });
+    Ok(Image {
+        layer: Arc::clone(&image.layer),
+        mounts: Arc::new(mounts),
+        tag: None,
+    })
+}
+
+fn context_error(error: ContextError) -> CallError {
+    let label = match &error {
+        ContextError::Missing { .. } => "local path not found",
+        ContextError::ExpectedFile { .. } | ContextError::ExpectedDir { .. } => {
+            "wrong kind of path"
+        }
+        ContextError::InvalidPattern { .. } => "invalid ignore pattern",
+        ContextError::Io { .. } => "unreadable local path",
+    };
+    let help = match &error {
+        ContextError::Missing { .. } => Some(
+            "relative paths are resolved against the script's folder, not the working directory",
+        ),
+        _ => None,
+    };
+    let call_error = CallError::new(error.to_string()).with_label(label);
+    match help {
+        Some(help) => call_error.with_help(help),
+        None => call_error,
+    }
+}

@@ -1,0 +1,295 @@
+//! Evaluation of `.img` scripts with Rhai.
+//!
+//! The engine gets the builder functions of [`api`], runs the script once
+//! and hands back the image values of its last expression. Nothing here
+//! talks to Docker. Errors from Rhai and from builder calls become
+//! [`ScriptError`]s that point at the script.
+
+mod api;
+mod options;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
+
+use crate::diagnostics::{span_at, ScriptError};
+use crate::image::{Image, ScriptSource};
+use crate::suggest::did_you_mean;
+
+pub use api::builder_names;
+
+/// What a script asks to build: one image, or named images.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Single(Image),
+    Named(BTreeMap<String, Image>),
+}
+
+impl Target {
+    /// Returns the images to build: all of them, or the one `name` selects.
+    pub fn select(&self, name: Option<&str>) -> Result<Vec<(Option<String>, Image)>, String> {
+        match (self, name) {
+            (Target::Single(image), None) => Ok(vec![(None, image.clone())]),
+            (Target::Single(_), Some(name)) => Err(format!(
+                "--target {name} needs a script whose last expression is a map of names to images; this script returns a single image"
+            )),
+            (Target::Named(images), None) => Ok(images
+                .iter()
+                .map(|(name, image)| (Some(name.clone()), image.clone()))
+                .collect()),
+            (Target::Named(images), Some(name)) => match images.get(name) {
+                Some(image) => Ok(vec![(Some(name.to_string()), image.clone())]),
+                None => {
+                    let names: Vec<&str> = images.keys().map(String::as_str).collect();
+                    let hint = match did_you_mean(name, names.iter().copied()) {
+                        Some(close) => format!("; did you mean `{close}`?"),
+                        None => String::new(),
+                    };
+                    Err(format!(
+                        "the script has no target named `{name}`{hint} (targets: {})",
+                        names.join(", ")
+                    ))
+                }
+            },
+        }
+    }
+}
+
+/// A failure inside a builder call, raised to Rhai as a runtime error and
+/// turned into a [`ScriptError`] at the call's position.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    pub message: String,
+    pub label: String,
+    pub help: Option<String>,
+}
+
+impl CallError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CallError {
+            message: message.into(),
+            label: "here".to_string(),
+            help: None,
+        }
+    }
+
+    pub fn with_label(mut self, label: impl Into<String>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    fn into_rhai(self, position: Position) -> Box<EvalAltResult> {
+        Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(self), position))
+    }
+}
+
+/// Method chains are one level of nesting per link, so long scripts need
+/// more depth than Rhai's default.
+const MAX_EXPRESSION_DEPTH: usize = 10_000;
+
+/// Stack for the thread that evaluates scripts, so that deep chains reach
+/// [`MAX_EXPRESSION_DEPTH`] before they overflow the stack.
+const EVALUATION_STACK_BYTES: usize = 512 * 1024 * 1024;
+
+/// Reads and evaluates the script at `path`.
+pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
+    let text = std::fs::read_to_string(path).map_err(|error| crate::diagnostics::Error::Read {
+        path: path.to_path_buf(),
+        reason: error.to_string(),
+    })?;
+    let script = Arc::new(ScriptSource {
+        path: path.to_path_buf(),
+        folder: script_folder(path),
+        text,
+    });
+
+    let thread_script = Arc::clone(&script);
+    let result = std::thread::Builder::new()
+        .name("script".into())
+        .stack_size(EVALUATION_STACK_BYTES)
+        .spawn(move || evaluate(thread_script))
+        .expect("spawning the script thread")
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Box::new(ScriptError {
+                message: "internal error: evaluating the script panicked".into(),
+                source_code: named_source(&script),
+                span: (0, 0).into(),
+                label: "while evaluating this script".into(),
+                help: Some("please report this as a bug in imgscript".into()),
+            }))
+        });
+    result.map_err(crate::diagnostics::Error::Script)
+}
+
+fn evaluate(script: Arc<ScriptSource>) -> Result<Target, Box<ScriptError>> {
+    let mut engine = Engine::new();
+    engine.set_max_expr_depths(MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_DEPTH);
+    engine.set_fail_on_invalid_map_property(true);
+    engine.set_strict_variables(true);
+    api::register(&mut engine, Arc::clone(&script));
+
+    let ast = engine
+        .compile(&script.text)
+        .map_err(|error| to_script_error(&script, &EvalAltResult::from(error)))?;
+    let value: Dynamic = engine
+        .eval_ast(&ast)
+        .map_err(|error| to_script_error(&script, &error))?;
+
+    target_from(&script, value)
+}
+
+fn script_folder(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    absolute.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn named_source(script: &ScriptSource) -> miette::NamedSource<String> {
+    miette::NamedSource::new(script.path.display().to_string(), script.text.clone())
+}
+
+fn target_from(script: &ScriptSource, value: Dynamic) -> Result<Target, Box<ScriptError>> {
+    let last_line = script.text.trim_end().lines().count().max(1);
+    let error_at_end = |message: String| {
+        Box::new(ScriptError {
+            message,
+            source_code: named_source(script),
+            span: span_at(&script.text, last_line, 1),
+            label: "the last expression".into(),
+            help: Some("end the script with an image, such as `debian_slim(\"3.11\").apt_install([\"git\"])`, or a map such as `#{ app: app, worker: worker }`".into()),
+        })
+    };
+
+    if let Some(image) = value.clone().try_cast::<Image>() {
+        return Ok(Target::Single(image));
+    }
+    let type_name = value.type_name().to_string();
+    let Some(map) = value.try_cast::<rhai::Map>() else {
+        return Err(error_at_end(format!(
+            "the script must end with an Image or a map of names to Images, but it ends with {}",
+            friendly_type(&type_name)
+        )));
+    };
+    if map.is_empty() {
+        return Err(error_at_end(
+            "the script ends with an empty map, so there is nothing to build".into(),
+        ));
+    }
+
+    let mut images = BTreeMap::new();
+    for (name, value) in map {
+        let type_name = value.type_name().to_string();
+        match value.try_cast::<Image>() {
+            Some(image) => {
+                images.insert(name.to_string(), image);
+            }
+            None => {
+                return Err(error_at_end(format!(
+                    "target `{name}` must be an Image, but it is {}",
+                    friendly_type(&type_name)
+                )))
+            }
+        }
+    }
+    Ok(Target::Named(images))
+}
+
+fn friendly_type(rhai_type: &str) -> String {
+    let name = match rhai_type {
+        "()" => "nothing (a statement ending in `;` returns no value)",
+        "i64" | "INT" => "an integer",
+        "f64" | "FLOAT" => "a number",
+        "bool" => "a bool",
+        "string" | "ImmutableString" => "a string",
+        "array" => "an array",
+        "map" => "a map",
+        other => other,
+    };
+    name.to_string()
+}
+
+/// Turns any Rhai error into a diagnostic that points at the script.
+fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptError> {
+    // Errors raised inside script-defined functions arrive wrapped; the
+    // innermost one holds the real cause and position.
+    let mut error = error;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+    | EvalAltResult::ErrorInModule(_, inner, _) = error
+    {
+        error = inner;
+    }
+
+    let position = error.position();
+    let (line, column) = (
+        position.line().unwrap_or(1),
+        position.position().unwrap_or(1),
+    );
+    let mut diagnostic = ScriptError {
+        message: String::new(),
+        source_code: named_source(script),
+        span: span_at(&script.text, line, column),
+        label: "here".into(),
+        help: None,
+    };
+
+    match error {
+        EvalAltResult::ErrorRuntime(value, _) if value.is::<CallError>() => {
+            let call = value.clone_cast::<CallError>();
+            diagnostic.message = call.message;
+            diagnostic.label = call.label;
+            diagnostic.help = call.help;
+        }
+        EvalAltResult::ErrorParsing(parse_error, _) => {
+            diagnostic.message = format!("syntax error: {parse_error}");
+            diagnostic.label = "syntax error".into();
+        }
+        EvalAltResult::ErrorFunctionNotFound(signature, _) => {
+            describe_missing_function(signature, &mut diagnostic);
+        }
+        EvalAltResult::ErrorVariableNotFound(name, _) => {
+            diagnostic.message = format!("variable `{name}` is not defined");
+            diagnostic.label = "not defined".into();
+            if let Some(close) = did_you_mean(name, builder_names()) {
+                diagnostic.help = Some(format!("did you mean the function `{close}(...)`?"));
+            }
+        }
+        other => {
+            diagnostic.message = other.to_string();
+            if let Some(stripped) = diagnostic.message.strip_suffix(&format!(" ({position})")) {
+                diagnostic.message = stripped.to_string();
+            }
+        }
+    }
+    Box::new(diagnostic)
+}
+
+/// Explains a call that matched no function: either the name is unknown, or
+/// the name exists and the argument types do not fit.
+fn describe_missing_function(signature: &str, diagnostic: &mut ScriptError) {
+    let name = signature.split(" (").next().unwrap_or(signature).trim();
+    let arguments = signature
+        .strip_prefix(name)
+        .map(str::trim)
+        .unwrap_or_default()
+        .replace("ImmutableString", "string")
+        .replace("imgscript::image::Image", "Image");
+
+    if let Some(usage) = api::usage(name) {
+        diagnostic.message = format!("wrong arguments for `{name}`: got {arguments}");
+        diagnostic.label = "no form of this function takes these arguments".into();
+        diagnostic.help = Some(format!("use {usage}"));
+        return;
+    }
+
+    diagnostic.message = format!("unknown function or method `{name}`");
+    diagnostic.label = "not defined".into();
+    diagnostic.help =
+        did_you_mean(name, builder_names()).map(|close| format!("did you mean `{close}`?"));
+}

@@ -1,0 +1,123 @@
+//! Argument and option-map checks for builder functions, with messages that
+//! name the function, the option and the type that was expected.
+
+use rhai::{Dynamic, Map};
+
+use super::CallError;
+use crate::suggest::did_you_mean;
+
+/// The options map of one call, checked against the keys that function
+/// accepts.
+pub struct Options {
+    function: &'static str,
+    map: Map,
+}
+
+impl Options {
+    /// Checks that every key of `map` is one of `allowed`.
+    pub fn parse(function: &'static str, map: Map, allowed: &[&str]) -> Result<Self, CallError> {
+        for key in map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                let help = match did_you_mean(key, allowed.iter().copied()) {
+                    Some(name) => format!("did you mean `{name}`?"),
+                    None => format!("{function} accepts: {}", allowed.join(", ")),
+                };
+                return Err(
+                    CallError::new(format!("unknown option `{key}` for {function}"))
+                        .with_label("unknown option")
+                        .with_help(help),
+                );
+            }
+        }
+        Ok(Options { function, map })
+    }
+
+    pub fn none(function: &'static str) -> Self {
+        Options {
+            function,
+            map: Map::new(),
+        }
+    }
+
+    fn type_error(&self, key: &str, expected: &str, found: &Dynamic) -> CallError {
+        CallError::new(format!(
+            "option `{key}` of {} must be {expected}, found {}",
+            self.function,
+            found.type_name()
+        ))
+        .with_label("wrong option type")
+    }
+
+    pub fn bool(&self, key: &str) -> Result<bool, CallError> {
+        match self.map.get(key) {
+            None => Ok(false),
+            Some(value) => value
+                .as_bool()
+                .map_err(|_| self.type_error(key, "a bool", value)),
+        }
+    }
+
+    pub fn string(&self, key: &str) -> Result<Option<String>, CallError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(value) if value.is_string() => Ok(Some(value.to_string())),
+            Some(value) => Err(self.type_error(key, "a string", value)),
+        }
+    }
+
+    pub fn strings(&self, key: &str) -> Result<Vec<String>, CallError> {
+        match self.map.get(key) {
+            None => Ok(Vec::new()),
+            Some(value) => string_list(value)
+                .ok_or_else(|| self.type_error(key, "a string or an array of strings", value)),
+        }
+    }
+}
+
+/// Accepts one string or an array of strings.
+pub fn string_list(value: &Dynamic) -> Option<Vec<String>> {
+    if value.is_string() {
+        return Some(vec![value.to_string()]);
+    }
+    let array = value.read_lock::<rhai::Array>()?;
+    array
+        .iter()
+        .map(|item| item.is_string().then(|| item.to_string()))
+        .collect()
+}
+
+/// Checks an argument that takes one string or an array of strings, and
+/// rejects an empty list.
+pub fn required_list(
+    function: &str,
+    what: &str,
+    value: &Dynamic,
+) -> Result<Vec<String>, CallError> {
+    let items = string_list(value).ok_or_else(|| {
+        CallError::new(format!(
+            "{function} takes {what} as a string or an array of strings, found {}",
+            value.type_name()
+        ))
+        .with_label("wrong argument type")
+    })?;
+    if items.is_empty() {
+        return Err(
+            CallError::new(format!("{function} needs at least one of {what}"))
+                .with_label("empty list"),
+        );
+    }
+    Ok(items)
+}
+
+/// Checks an argument that must be an array of strings (an argv).
+pub fn argv(function: &str, value: &Dynamic) -> Result<Vec<String>, CallError> {
+    let is_array = value.is_array();
+    match string_list(value) {
+        Some(items) if is_array => Ok(items),
+        _ => Err(CallError::new(format!(
+            "{function} takes an array of strings, such as [\"python\", \"main.py\"], found {}",
+            value.type_name()
+        ))
+        .with_label("wrong argument type")),
+    }
+}
