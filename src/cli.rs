@@ -72,6 +72,7 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
+    init_diagnostics();
 
     let result = match cli.command {
         Command::Check { file } => check(&file),
@@ -103,6 +104,23 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Wraps diagnostics at the terminal's width, and not at all when stderr is
+/// a file or pipe, so addresses and paths in logs stay whole.
+fn init_diagnostics() {
+    use std::io::IsTerminal;
+
+    let terminal = std::io::stderr().is_terminal();
+    let _ = miette::set_hook(Box::new(move |_| {
+        let options = miette::MietteHandlerOpts::new();
+        let options = if terminal {
+            options
+        } else {
+            options.wrap_lines(false)
+        };
+        Box::new(options.build())
+    }));
 }
 
 fn check(file: &Path) -> Result<ExitCode, Error> {
@@ -199,11 +217,13 @@ async fn run(
         let delivered = Executor::new(&docker, &environment, &PlainProgress)
             .run(&plan, tag)
             .await?;
-        print_delivered(&delivered);
 
+        // With a command, stdout belongs to the container.
         if command.is_empty() {
+            print_delivered(&delivered, &mut std::io::stdout());
             return Ok(ExitCode::SUCCESS);
         }
+        print_delivered(&delivered, &mut std::io::stderr());
         let image = &plan.targets[0].image;
         let (binds, _staging) = mount_binds(image)?;
         let status = docker
@@ -247,7 +267,7 @@ async fn pull_missing_bases(
     Ok(())
 }
 
-fn print_delivered(delivered: &[Delivered]) {
+fn print_delivered(delivered: &[Delivered], out: &mut dyn std::io::Write) {
     for image in delivered {
         let mut line = String::new();
         if let Some(name) = &image.name {
@@ -257,7 +277,7 @@ fn print_delivered(delivered: &[Delivered]) {
         if let Some(tag) = &image.tag {
             line.push_str(&format!(" {tag}"));
         }
-        println!("{line}");
+        let _ = writeln!(out, "{line}");
     }
 }
 

@@ -157,7 +157,9 @@ impl<'a> Executor<'a> {
                     .run_step(&parent_id, &run.commands, self.environment, &mut output)
                     .await?
                 {
-                    StepOutcome::Layer(diff_id) => config.push_layer(&diff_id, &created_by),
+                    StepOutcome::Committed(layers) => {
+                        add_committed_layer(&mut config, &layers, &created_by)
+                    }
                     StepOutcome::Failed(failure) => {
                         let command = run.commands.get(failure.index).cloned().unwrap_or_default();
                         return Err(Box::new(StepFailed {
@@ -184,8 +186,8 @@ impl<'a> Executor<'a> {
                     path: copy.context.source.clone(),
                     reason: error.to_string(),
                 })?;
-                let diff_id = self.docker.copy_step(&parent_id, archive).await?;
-                config.push_layer(&diff_id, &created_by);
+                let layers = self.docker.copy_step(&parent_id, archive).await?;
+                add_committed_layer(&mut config, &layers, &created_by);
             }
         }
 
@@ -219,6 +221,17 @@ fn needed_steps(plan: &Plan) -> Vec<bool> {
         }
     }
     needed
+}
+
+/// Records a committed step in the config: a new layer when the commit
+/// added one, else a history entry for an empty layer.
+fn add_committed_layer(config: &mut ImageConfig, committed_layers: &[String], created_by: &str) {
+    match committed_layers.last() {
+        Some(diff_id) if committed_layers.len() > config.diff_ids().len() => {
+            config.push_layer(diff_id, created_by)
+        }
+        _ => config.push_config_history(created_by),
+    }
 }
 
 fn apply_config_change(config: &mut ImageConfig, change: &ConfigChange) {

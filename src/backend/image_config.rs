@@ -214,7 +214,7 @@ impl ImageConfig {
         self.push_history(created_by, false);
     }
 
-    /// Appends a history entry for a step that changed only the config.
+    /// Appends a history entry for a step that added no layer.
     pub fn push_config_history(&mut self, created_by: &str) {
         self.push_history(created_by, true);
     }

@@ -121,8 +121,8 @@ pub struct CommandFailure {
 }
 
 pub enum StepOutcome {
-    /// The new layer's diff id.
-    Layer(String),
+    /// The committed image's layer list (diff ids).
+    Committed(Vec<String>),
     Failed(CommandFailure),
 }
 
@@ -377,7 +377,9 @@ impl Docker {
                 output_tail: tail.into_iter().collect(),
             }));
         }
-        self.commit_layer(container).await.map(StepOutcome::Layer)
+        self.commit_layer(container)
+            .await
+            .map(StepOutcome::Committed)
     }
 
     /// Waits for a started container and returns its exit code.
@@ -400,7 +402,7 @@ impl Docker {
 
     /// Unpacks `archive` into a container from `parent` that is never
     /// started, so the image needs no shell, and commits the result.
-    pub async fn copy_step(&self, parent: &str, archive: Vec<u8>) -> Result<String, Error> {
+    pub async fn copy_step(&self, parent: &str, archive: Vec<u8>) -> Result<Vec<String>, Error> {
         let body = ContainerCreateBody {
             image: Some(parent.to_string()),
             entrypoint: Some(Vec::new()),
@@ -427,9 +429,11 @@ impl Docker {
         result
     }
 
-    /// Commits a container, returns the diff id of the new layer, and keeps
-    /// the committed image only until [`Docker::discard_commits`] runs.
-    async fn commit_layer(&self, container: &str) -> Result<String, Error> {
+    /// Commits a container and returns the committed image's layer list.
+    /// The committed image is kept only until [`Docker::discard_commits`]
+    /// runs. A container that changed nothing gets no new layer: Docker
+    /// leaves an empty diff out of the list.
+    async fn commit_layer(&self, container: &str) -> Result<Vec<String>, Error> {
         let options = CommitContainerOptionsBuilder::default()
             .container(container)
             .build();
@@ -444,18 +448,12 @@ impl Docker {
                 "the committed image disappeared",
             )
         })?;
-        let diff_id = inspect
+        let layers = inspect
             .root_fs
             .and_then(|root_fs| root_fs.layers)
-            .and_then(|layers| layers.last().cloned())
-            .ok_or_else(|| {
-                Error::docker(
-                    "reading a committed layer",
-                    "the committed image has no layers",
-                )
-            })?;
+            .unwrap_or_default();
         self.leftovers().commits.push(committed.id);
-        Ok(diff_id)
+        Ok(layers)
     }
 
     fn leftovers(&self) -> std::sync::MutexGuard<'_, Leftovers> {

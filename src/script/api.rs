@@ -83,11 +83,17 @@ impl Builders {
 /// Resolves a local path from a script against the script's folder.
 fn local_path(site: &CallSite, written: &str) -> PathBuf {
     let path = Path::new(written);
-    if path.is_absolute() {
-        path.to_path_buf()
+    let base = if path.is_absolute() {
+        PathBuf::new()
     } else {
-        site.script.folder.join(path)
-    }
+        site.script.folder.clone()
+    };
+    // Drop `.` components so messages show `/project/src`, not `/project/./src`.
+    base.join(
+        path.components()
+            .filter(|part| *part != std::path::Component::CurDir)
+            .collect::<PathBuf>(),
+    )
 }
 
 /// Registers a builder with and without a trailing options map. `$body`
@@ -220,7 +226,10 @@ fn python_version(value: &Dynamic) -> Result<String, CallError> {
         .with_help("write the version as a string, such as debian_slim(\"3.11\")")
     };
     if !value.is_string() {
-        return Err(invalid(format!("{value} ({})", value.type_name())));
+        return Err(invalid(format!(
+            "{value} ({})",
+            super::options::friendly_type(value.type_name())
+        )));
     }
     let version = value.to_string();
     let valid = version
@@ -405,7 +414,7 @@ fn register_config_steps(engine: &mut Engine, builders: &Builders) {
                     other => {
                         return Err(CallError::new(format!(
                             "environment variable {name} must be a string, found {}",
-                            other.type_name()
+                            super::options::friendly_type(other.type_name())
                         ))
                         .with_label("wrong value type"))
                     }

@@ -8,6 +8,8 @@
 mod api;
 mod options;
 
+use options::friendly_type;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -199,20 +201,6 @@ fn target_from(script: &ScriptSource, value: Dynamic) -> Result<Target, Box<Scri
         }
     }
     Ok(Target::Named(images))
-}
-
-fn friendly_type(rhai_type: &str) -> String {
-    let name = match rhai_type {
-        "()" => "nothing (a statement ending in `;` returns no value)",
-        "i64" | "INT" => "an integer",
-        "f64" | "FLOAT" => "a number",
-        "bool" => "a bool",
-        "string" | "ImmutableString" => "a string",
-        "array" => "an array",
-        "map" => "a map",
-        other => other,
-    };
-    name.to_string()
 }
 
 /// Turns any Rhai error into a diagnostic that points at the script.

@@ -43,7 +43,7 @@ impl Options {
         CallError::new(format!(
             "option `{key}` of {} must be {expected}, found {}",
             self.function,
-            found.type_name()
+            friendly_type(found.type_name())
         ))
         .with_label("wrong option type")
     }
@@ -96,7 +96,7 @@ pub fn required_list(
     let items = string_list(value).ok_or_else(|| {
         CallError::new(format!(
             "{function} takes {what} as a string or an array of strings, found {}",
-            value.type_name()
+            friendly_type(value.type_name())
         ))
         .with_label("wrong argument type")
     })?;
@@ -116,8 +116,25 @@ pub fn argv(function: &str, value: &Dynamic) -> Result<Vec<String>, CallError> {
         Some(items) if is_array => Ok(items),
         _ => Err(CallError::new(format!(
             "{function} takes an array of strings, such as [\"python\", \"main.py\"], found {}",
-            value.type_name()
+            friendly_type(value.type_name())
         ))
         .with_label("wrong argument type")),
     }
+}
+
+/// Names a Rhai type as a script author would.
+pub fn friendly_type(rhai_type: &str) -> String {
+    let name = match rhai_type {
+        "()" => "nothing (a statement ending in `;` returns no value)",
+        "i64" | "INT" => "an integer",
+        "f64" | "FLOAT" => "a number",
+        "bool" => "a bool",
+        "char" => "a character",
+        "string" | "ImmutableString" => "a string",
+        "array" => "an array",
+        "map" => "a map",
+        "imgscript::image::Image" | "Image" => "an Image",
+        other => other,
+    };
+    name.to_string()
 }
