@@ -1,0 +1,3 @@
+import os
+
+print(f"hello from imgscript ({os.environ.get('APP_ENV', 'dev')})")

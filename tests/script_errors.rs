@@ -1,0 +1,171 @@
+//! Script errors as users see them: `imgscript check` on broken scripts,
+//! with the rendered diagnostic pinned by snapshots. No Docker needed.
+
+mod common;
+
+use common::{imgscript, run, Workspace};
+
+/// Runs `imgscript check` on `script` and returns its exit code and stderr
+/// with the temporary folder replaced by `[DIR]`.
+fn check(workspace: &Workspace, script: &str) -> (i32, String) {
+    let path = workspace.write("build.img", script);
+    let result = run(imgscript()
+        .arg("check")
+        .arg(&path)
+        .env("NO_COLOR", "1")
+        .env("COLUMNS", "100"));
+    let folder = workspace.path().display().to_string();
+    (result.code, result.stderr.replace(&folder, "[DIR]"))
+}
+
+fn check_error(script: &str) -> String {
+    let workspace = Workspace::new();
+    workspace.write("src/main.py", "print('hi')\n");
+    let (code, stderr) = check(&workspace, script);
+    assert_eq!(code, 1, "expected a script error, got:\n{stderr}");
+    stderr
+}
+
+#[test]
+fn syntax_error_points_at_line() {
+    insta::assert_snapshot!(check_error(
+        "let base = debian_slim(\"3.11\"\n    .apt_install([\"git\"]);\nbase\n"
+    ));
+}
+
+#[test]
+fn unknown_method_suggests_name() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\")\n    .apt_instal([\"git\"])\n"
+    ));
+}
+
+#[test]
+fn unknown_function_suggests_name() {
+    insta::assert_snapshot!(check_error("debain_slim(\"3.11\")\n"));
+}
+
+#[test]
+fn wrong_argument_type() {
+    insta::assert_snapshot!(check_error("debian_slim(\"3.11\").apt_install(42)\n"));
+}
+
+#[test]
+fn wrong_argument_count() {
+    insta::assert_snapshot!(check_error("debian_slim(\"3.11\").env()\n"));
+}
+
+#[test]
+fn unknown_option_key_suggests_name() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\").pip_install([\"six\"], #{ index_ur: \"http://127.0.0.1:1/simple\" })\n"
+    ));
+}
+
+#[test]
+fn wrong_option_type() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\").add_local_dir(\"./src\", \"/app\", #{ copy: \"yes\" })\n"
+    ));
+}
+
+#[test]
+fn missing_local_file() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\").add_local_file(\"./missing.txt\", \"/app/missing.txt\")\n"
+    ));
+}
+
+#[test]
+fn invalid_python_version() {
+    insta::assert_snapshot!(check_error("debian_slim(\"3\")\n"));
+}
+
+#[test]
+fn python_version_as_number() {
+    insta::assert_snapshot!(check_error("debian_slim(3.11)\n"));
+}
+
+#[test]
+fn run_after_attached_files() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\")\n    .add_local_dir(\"./src\", \"/app\")\n    .env(#{ A: \"1\" })\n    .run_commands([\"ls /app\"])\n"
+    ));
+}
+
+#[test]
+fn script_must_end_with_image() {
+    insta::assert_snapshot!(check_error("let image = debian_slim(\"3.11\");\n"));
+}
+
+#[test]
+fn relative_path_in_image() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\").add_local_dir(\"./src\", \"app\")\n"
+    ));
+}
+
+#[test]
+fn config_steps_after_attached_files_are_fine() {
+    let workspace = Workspace::new();
+    workspace.write("src/main.py", "print('hi')\n");
+    let (code, stderr) = check(
+        &workspace,
+        "debian_slim(\"3.11\")\n    .add_local_dir(\"./src\", \"/app\")\n    .env(#{ A: \"1\" })\n    .workdir(\"/app\")\n    .cmd([\"python\", \"main.py\"])\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn unknown_target_is_a_usage_error() {
+    let workspace = Workspace::new();
+    let path = workspace.write(
+        "build.img",
+        "let base = debian_slim(\"3.11\");\n#{ app: base, worker: base }\n",
+    );
+    let result = run(imgscript()
+        .args(["run", "--target", "ap"])
+        .arg(&path)
+        .env("NO_COLOR", "1"));
+    assert_eq!(result.code, 2, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("no target named `ap`"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("did you mean `app`?"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn unknown_subcommand_is_a_usage_error() {
+    let result = run(imgscript().arg("biuld"));
+    assert_eq!(result.code, 2, "{}", result.stderr);
+}
+
+#[test]
+fn every_example_evaluates() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path().join("build.img");
+        if path.is_file() {
+            let result = run(imgscript().arg("check").arg(&path));
+            assert_eq!(
+                result.code,
+                0,
+                "{} failed:\n{}",
+                path.display(),
+                result.stderr
+            );
+            count += 1;
+        }
+    }
+    assert!(
+        count >= 3,
+        "expected at least three examples, found {count}"
+    );
+}
