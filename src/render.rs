@@ -121,7 +121,7 @@ mod tests {
             extra_options: Some("--no-deps".into()),
             ..PipOptions::default()
         };
-        insta::assert_snapshot!(pip_install(&strings(&["requests==2.32.3", "numpy>=2"]), &options), @"python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore --index-url http://127.0.0.1:8080/simple --pre --no-deps requests==2.32.3 'numpy>=2'");
+        insta::assert_snapshot!(pip_install(&strings(&["requests==2.32.3", "numpy>=2"]), &options), @"python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore --index-url http://127.0.0.1:8080/simple --pre --no-deps 'requests==2.32.3' 'numpy>=2'");
     }
 
     #[test]
