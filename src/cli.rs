@@ -11,7 +11,7 @@ use crate::context::ContextKind;
 use crate::diagnostics::Error;
 use crate::execute::{Delivered, Executor};
 use crate::image::Image;
-use crate::plan::{Plan, Status};
+use crate::plan::{Plan, Reason, Status};
 use crate::progress::PlainProgress;
 use crate::script::{self, Target};
 
@@ -186,6 +186,12 @@ async fn run(
     ca_bundle: Option<PathBuf>,
     command: Vec<String>,
 ) -> Result<ExitCode, Error> {
+    if let Some(tag) = tag {
+        crate::reference::validate_tag(tag).map_err(|reason| Error::Usage {
+            message: format!("invalid --tag {tag:?}: {reason}"),
+            help: "write a name such as myapp:latest or 127.0.0.1:5000/team/app:v1".into(),
+        })?;
+    }
     let targets = select_targets(file, target)?;
     if targets.len() > 1 && (tag.is_some() || !command.is_empty()) {
         return Err(Error::Usage {
@@ -239,10 +245,25 @@ async fn run(
             }
             result
         }
-        _ = tokio::signal::ctrl_c() => {
+        signal = interrupted() => {
             docker.clean_up().await;
-            Err(Error::Interrupted)
+            Err(Error::Interrupted { signal })
         }
+    }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM, the signal that `timeout`, CI
+/// runners and service managers send, and returns its number.
+async fn interrupted() -> i32 {
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return 2;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => 2,
+        _ = terminate.recv() => 15,
     }
 }
 
@@ -361,8 +382,23 @@ async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<Exit
             plan.steps[target.step].layer.call.location()
         );
     }
+    for target in &plan.targets {
+        for mount in target.image.mounts.iter() {
+            println!(
+                "{}  attached when a container starts: {} -> {}",
+                mount.call.location(),
+                mount.context.display_source(),
+                mount.destination
+            );
+        }
+    }
+    let missing_bases = plan
+        .steps
+        .iter()
+        .filter(|step| step.status == Status::Build(Reason::BaseMissing))
+        .count();
     eprintln!(
-        "{} of {} steps to build",
+        "{} of {} steps to build, {missing_bases} base images to pull",
         plan.steps_to_build(),
         plan.steps.len()
     );

@@ -24,12 +24,14 @@ pub struct ScriptError {
 /// A build step whose commands failed.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("step `{function}` failed: command exited with code {exit_code}")]
-#[diagnostic(help("the last lines of its output:\n{output_tail}"))]
 pub struct StepFailed {
     pub function: String,
     pub command: String,
     pub exit_code: i64,
     pub output_tail: String,
+    /// The output tail, and a hint where the output shows a known cause.
+    #[help]
+    pub help: String,
     #[source_code]
     pub source_code: NamedSource<String>,
     #[label("this step ran `{command}`")]
@@ -77,8 +79,28 @@ pub enum Error {
     #[diagnostic(help("{help}"))]
     Usage { message: String, help: String },
 
-    #[error("interrupted; every container this run created was removed")]
-    Interrupted,
+    #[error("interrupted by signal {signal}; every container this run created was removed")]
+    Interrupted { signal: i32 },
+}
+
+impl StepFailed {
+    /// Builds the help text: the tail of the output, and a hint when it
+    /// shows a TLS failure that a CA bundle would fix.
+    pub fn help_for(output_tail: &str) -> String {
+        let mut help = format!("the last lines of its output:\n{output_tail}");
+        let tls_failure = [
+            "CERTIFICATE_VERIFY_FAILED",
+            "certificate verify failed",
+            "invalid peer certificate",
+            "SSL certificate problem",
+        ]
+        .iter()
+        .any(|sign| output_tail.contains(sign));
+        if tls_failure {
+            help.push_str("\nthe step failed to verify a TLS certificate: behind a TLS-intercepting proxy, pass its CA bundle with --ca-bundle PATH (or IMGSCRIPT_CA_BUNDLE)");
+        }
+        help
+    }
 }
 
 impl Error {
@@ -89,12 +111,12 @@ impl Error {
         }
     }
 
-    /// Exit status for this error: 2 for usage errors, 130 after Ctrl-C, 1
-    /// otherwise.
+    /// Exit status for this error: 2 for usage errors, 128 plus the signal
+    /// number after a signal (130 after Ctrl-C), 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage { .. } => 2,
-            Error::Interrupted => 130,
+            Error::Interrupted { signal } => (128 + signal) as u8,
             _ => 1,
         }
     }

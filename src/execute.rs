@@ -162,11 +162,13 @@ impl<'a> Executor<'a> {
                     }
                     StepOutcome::Failed(failure) => {
                         let command = run.commands.get(failure.index).cloned().unwrap_or_default();
+                        let output_tail = failure.output_tail.join("\n");
                         return Err(Box::new(StepFailed {
                             function: layer.call.function.clone(),
                             command,
                             exit_code: failure.exit_code,
-                            output_tail: failure.output_tail.join("\n"),
+                            help: StepFailed::help_for(&output_tail),
+                            output_tail,
                             source_code: layer.call.named_source(),
                             span: layer.call.span(),
                         })

@@ -13,6 +13,7 @@ pub mod execute;
 pub mod image;
 pub mod plan;
 pub mod progress;
+pub mod reference;
 pub mod render;
 pub mod script;
 pub mod suggest;

@@ -50,6 +50,20 @@ pub fn apt_install(packages: &[String], install_recommends: bool) -> String {
 }
 
 fn pip_flags(options: &PipOptions) -> String {
+    let mut flags = index_flags(options);
+    if options.pre {
+        flags.push_str(" --pre");
+    }
+    if let Some(extra) = &options.extra_options {
+        flags.push(' ');
+        flags.push_str(extra);
+    }
+    flags
+}
+
+/// The flags that say where packages come from, which the temporary uv is
+/// fetched with too, so a mirror-only site needs no other index.
+fn index_flags(options: &PipOptions) -> String {
     let mut flags = String::new();
     for (flag, value) in [
         ("--index-url", &options.index_url),
@@ -59,13 +73,6 @@ fn pip_flags(options: &PipOptions) -> String {
         if let Some(value) = value {
             flags.push_str(&format!(" {flag} {}", quote(value)));
         }
-    }
-    if options.pre {
-        flags.push_str(" --pre");
-    }
-    if let Some(extra) = &options.extra_options {
-        flags.push(' ');
-        flags.push_str(extra);
     }
     flags
 }
@@ -87,9 +94,10 @@ pub fn uv_pip_install(packages: &[String], options: &PipOptions) -> String {
     format!(
         "if command -v uv >/dev/null 2>&1; then uv=uv; \
          else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-         --target {TEMPORARY_UV_DIR} uv && uv={TEMPORARY_UV_DIR}/bin/uv || exit $?; fi; \
+         --target {TEMPORARY_UV_DIR}{} uv && uv={TEMPORARY_UV_DIR}/bin/uv || exit $?; fi; \
          \"$uv\" pip install --python \"$(command -v python)\" --no-cache{} {}; \
          status=$?; rm -rf {TEMPORARY_UV_DIR}; exit $status",
+        index_flags(options),
         pip_flags(options),
         quote_all(packages)
     )
@@ -127,6 +135,24 @@ mod tests {
     #[test]
     fn uv_pip_install_command() {
         insta::assert_snapshot!(uv_pip_install(&strings(&["six"]), &PipOptions::default()), @r#"if command -v uv >/dev/null 2>&1; then uv=uv; else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /tmp/imgscript-uv uv && uv=/tmp/imgscript-uv/bin/uv || exit $?; fi; "$uv" pip install --python "$(command -v python)" --no-cache six; status=$?; rm -rf /tmp/imgscript-uv; exit $status"#);
+    }
+
+    #[test]
+    fn temporary_uv_comes_from_the_same_index() {
+        let options = PipOptions {
+            index_url: Some("http://127.0.0.1:8080/simple".into()),
+            ..PipOptions::default()
+        };
+        let command = uv_pip_install(&strings(&["six"]), &options);
+        assert!(
+            command
+                .contains("--target /tmp/imgscript-uv --index-url http://127.0.0.1:8080/simple uv"),
+            "{command}"
+        );
+        assert!(
+            command.contains("--no-cache --index-url http://127.0.0.1:8080/simple six"),
+            "{command}"
+        );
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn changed_step_rebuilds_only_from_there() {
         .collect();
     assert_eq!(built.len(), 2, "{}", rebuild.stderr);
     assert!(
-        rebuild.stderr.contains(":2:18] run_commands echo first"),
+        rebuild.stderr.contains(":2:18] run_commands [\"echo first"),
         "{}",
         rebuild.stderr
     );
@@ -113,7 +113,7 @@ fn force_build_option_and_variable() {
 
     let forced = build(&script, &[]);
     assert!(
-        forced.stderr.contains("echo b > /b (building: forced)"),
+        forced.stderr.contains("echo b > /b\"] (building: forced)"),
         "{}",
         forced.stderr
     );
@@ -124,7 +124,11 @@ fn force_build_option_and_variable() {
         "{}",
         forced.stderr
     );
-    assert!(forced.stderr.contains("> /a (cached)"), "{}", forced.stderr);
+    assert!(
+        forced.stderr.contains("> /a\"] (cached)"),
+        "{}",
+        forced.stderr
+    );
 
     let all = run(imgscript()
         .arg("run")
@@ -132,7 +136,7 @@ fn force_build_option_and_variable() {
         .env("IMGSCRIPT_FORCE_BUILD", "1"));
     assert_eq!(all.code, 0, "{}", all.stderr);
     assert!(
-        all.stderr.contains("> /a (building: forced)"),
+        all.stderr.contains("> /a\"] (building: forced)"),
         "{}",
         all.stderr
     );
@@ -556,4 +560,49 @@ fn cached_label_on_derived_image_is_not_trusted() {
     let again = build(&script, &[]);
     let content = docker(&["run", "--rm", &image_id(&again), "cat", "/nonce"]);
     assert_eq!(content, nonce);
+}
+
+#[test]
+fn sigterm_removes_build_container() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"debian_slim("3.11").run_commands(["echo {}", "sleep 60"])"#,
+            nonce()
+        ),
+    );
+    let containers_before = all_containers();
+    let child = imgscript()
+        .arg("run")
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until the step's container runs, then stop imgscript as `timeout` would.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while all_containers().len() == containers_before.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+
+    assert_eq!(
+        output.status.code(),
+        Some(143),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(all_containers(), containers_before);
 }

@@ -94,6 +94,45 @@ fn run_after_attached_files() {
 }
 
 #[test]
+fn unquoted_package_name() {
+    insta::assert_snapshot!(check_error("debian_slim(\"3.11\").apt_install([curl])\n"));
+}
+
+#[test]
+fn invalid_tag() {
+    insta::assert_snapshot!(check_error("debian_slim(\"3.11\").tag(\"team/app:1:2\")\n"));
+}
+
+#[test]
+fn invalid_tag_option_is_a_usage_error() {
+    let workspace = Workspace::new();
+    let path = workspace.write("build.img", "debian_slim(\"3.11\")\n");
+    let result = run(imgscript()
+        .args(["run", "--tag", "Bad Tag"])
+        .arg(&path)
+        .env("NO_COLOR", "1"));
+    assert_eq!(result.code, 2, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("invalid --tag \"Bad Tag\""),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn missing_script_is_a_usage_error() {
+    let result = run(imgscript().args(["check", "/nonexistent/build.img"]));
+    assert_eq!(result.code, 2, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("script /nonexistent/build.img not found"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
 fn script_must_end_with_image() {
     insta::assert_snapshot!(check_error("let image = debian_slim(\"3.11\");\n"));
 }

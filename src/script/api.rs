@@ -252,19 +252,11 @@ fn check_reference(reference: &str) -> Result<(), CallError> {
 }
 
 fn check_tag(name: &str) -> Result<(), CallError> {
-    check_reference(name)?;
-    let repository = name
-        .rsplit_once(':')
-        .filter(|(_, tag)| !tag.contains('/'))
-        .map_or(name, |(repo, _)| repo);
-    if repository.chars().any(|c| c.is_ascii_uppercase()) || name.contains('@') {
-        return Err(CallError::new(format!(
-            "invalid tag {name:?}: a repository name is lowercase and a tag holds no digest"
-        ))
-        .with_label("invalid tag")
-        .with_help("write a tag such as \"myapp:latest\""));
-    }
-    Ok(())
+    crate::reference::validate_tag(name).map_err(|reason| {
+        CallError::new(format!("invalid image name {name:?}: {reason}"))
+            .with_label("invalid image name")
+            .with_help("write a name such as \"myapp:latest\" or \"127.0.0.1:5000/team/app:v1\"")
+    })
 }
 
 /// Rejects a step that runs commands or bakes files on top of an image with
@@ -385,7 +377,8 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         &["force_build"],
         |site, options, image: Image, commands: Dynamic| {
             let commands = required_list("run_commands", "commands", &commands)?;
-            let summary = format!("run_commands {}", commands.join(" && "));
+            // Each command runs in its own shell, so the summary lists them apart.
+            let summary = format!("run_commands {commands:?}");
             run_step(&image, site, summary, commands, &options)
         }
     );
@@ -522,7 +515,7 @@ fn add_local(
         ))
         .with_label("relative path in the image")
         .with_help(format!(
-            "write it from the root, such as \"/app/{}\"",
+            "write it from the root, such as \"/{}\"",
             destination.trim_start_matches("./")
         )));
     }

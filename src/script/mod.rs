@@ -35,7 +35,7 @@ impl Target {
         match (self, name) {
             (Target::Single(image), None) => Ok(vec![(None, image.clone())]),
             (Target::Single(_), Some(name)) => Err(format!(
-                "--target {name} needs a script whose last expression is a map of names to images; this script returns a single image"
+                "--target {name} needs a script whose last expression is a map of names to images, but this script returns a single image; drop --target to build it"
             )),
             (Target::Named(images), None) => Ok(images
                 .iter()
@@ -102,9 +102,15 @@ const EVALUATION_STACK_BYTES: usize = 512 * 1024 * 1024;
 
 /// Reads and evaluates the script at `path`.
 pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
-    let text = std::fs::read_to_string(path).map_err(|error| crate::diagnostics::Error::Read {
-        path: path.to_path_buf(),
-        reason: error.to_string(),
+    let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
+        std::io::ErrorKind::NotFound => crate::diagnostics::Error::Usage {
+            message: format!("script {} not found", path.display()),
+            help: "pass the path of an .img script".into(),
+        },
+        _ => crate::diagnostics::Error::Read {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        },
     })?;
     let script = Arc::new(ScriptSource {
         path: path.to_path_buf(),
@@ -234,6 +240,9 @@ fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptEr
             diagnostic.label = call.label;
             diagnostic.help = call.help;
         }
+        EvalAltResult::ErrorParsing(rhai::ParseErrorType::VariableUndefined(name), _) => {
+            describe_undefined_variable(name, &mut diagnostic);
+        }
         EvalAltResult::ErrorParsing(parse_error, _) => {
             diagnostic.message = format!("syntax error: {parse_error}");
             diagnostic.label = "syntax error".into();
@@ -242,11 +251,7 @@ fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptEr
             describe_missing_function(signature, &mut diagnostic);
         }
         EvalAltResult::ErrorVariableNotFound(name, _) => {
-            diagnostic.message = format!("variable `{name}` is not defined");
-            diagnostic.label = "not defined".into();
-            if let Some(close) = did_you_mean(name, builder_names()) {
-                diagnostic.help = Some(format!("did you mean the function `{close}(...)`?"));
-            }
+            describe_undefined_variable(name, &mut diagnostic);
         }
         other => {
             diagnostic.message = other.to_string();
@@ -256,6 +261,17 @@ fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptEr
         }
     }
     Box::new(diagnostic)
+}
+
+fn describe_undefined_variable(name: &str, diagnostic: &mut ScriptError) {
+    diagnostic.message = format!("variable `{name}` is not defined");
+    diagnostic.label = "not defined".into();
+    diagnostic.help = Some(match did_you_mean(name, builder_names()) {
+        Some(close) => format!("did you mean the function `{close}(...)`?"),
+        None => format!(
+            "define it with `let {name} = ...;` first, or, to pass text, quote it: \"{name}\""
+        ),
+    });
 }
 
 /// Explains a call that matched no function: either the name is unknown, or
