@@ -226,8 +226,8 @@ fn append_entry<W: io::Write>(
         }
         EntryKind::File => {
             let file = fs::File::open(&entry.absolute).map_err(io_error)?;
-            // The size is taken at open time: a file that changed since it was
-            // collected is packed as it is now, and its digest was, too.
+            // NOTE: a file that changes between planning and packing is packed
+            // as it is now, so its layer can differ from the digest in its key.
             let size = file.metadata().map_err(io_error)?.len();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(size);
