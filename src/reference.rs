@@ -1,6 +1,7 @@
-//! Checks of image names given to `tag(...)` and `--tag`, following the
-//! grammar of Docker's reference package: an optional registry host and
-//! port, lowercase path components, and an optional tag.
+//! Image references: splitting them into registry, repository and tag, and
+//! checking names given to `tag(...)` and `--tag` against the grammar of
+//! Docker's reference package (an optional registry host and port,
+//! lowercase path components, and an optional tag).
 
 /// Checks `name` (`[host[:port]/]path[:tag]`) and returns what is wrong
 /// with it.
@@ -26,10 +27,21 @@ pub fn validate_tag(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn split_tag(name: &str) -> (&str, Option<&str>) {
+/// Splits `name:tag` into repository and tag. A colon inside a registry
+/// host's port is not a tag.
+pub fn split_tag(name: &str) -> (&str, Option<&str>) {
     match name.rsplit_once(':') {
         Some((repository, tag)) if !tag.contains('/') => (repository, Some(tag)),
         _ => (name, None),
+    }
+}
+
+/// Returns the registry a reference is pulled from: its first component when
+/// that is a host, else Docker Hub.
+pub fn registry_of(reference: &str) -> String {
+    match reference.split_once('/') {
+        Some((first, _)) if is_host(first) => first.to_string(),
+        _ => "docker.io".to_string(),
     }
 }
 
@@ -112,7 +124,37 @@ fn validate_tag_part(tag: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_tag;
+    use super::*;
+
+    #[test]
+    fn split_tag_ignores_port_colon() {
+        let cases = [
+            ("myapp:latest", ("myapp", Some("latest"))),
+            ("myapp", ("myapp", None)),
+            (
+                "127.0.0.1:5000/team/app:v1",
+                ("127.0.0.1:5000/team/app", Some("v1")),
+            ),
+            ("127.0.0.1:5000/team/app", ("127.0.0.1:5000/team/app", None)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(split_tag(name), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn registry_is_host_component() {
+        let cases = [
+            ("python:3.11", "docker.io"),
+            ("library/python", "docker.io"),
+            ("127.0.0.1:5000/app:v1", "127.0.0.1:5000"),
+            ("localhost/app", "localhost"),
+            ("registry.example/app", "registry.example"),
+        ];
+        for (reference, expected) in cases {
+            assert_eq!(registry_of(reference), expected, "{reference}");
+        }
+    }
 
     #[test]
     fn valid_names() {

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use tracing::{debug, trace};
 
 use crate::diagnostics::Error;
+use crate::reference::{registry_of, split_tag};
 pub use image_config::ImageConfig;
 use image_config::{layers_digest, KEY_LABEL, LAYERS_LABEL};
 
@@ -283,6 +284,7 @@ impl Docker {
 
     pub async fn tag(&self, image_id: &str, name: &str) -> Result<(), Error> {
         let (repository, tag) = split_tag(name);
+        let tag = tag.unwrap_or("latest");
         let options = TagImageOptionsBuilder::default()
             .repo(repository)
             .tag(tag)
@@ -596,69 +598,11 @@ fn handle_output_line(
     output(line);
 }
 
-/// Splits `name:tag` into repository and tag, defaulting the tag to
-/// `latest`. A colon inside a registry host's port is not a tag.
-pub fn split_tag(name: &str) -> (&str, &str) {
-    match name.rsplit_once(':') {
-        Some((repository, tag)) if !tag.contains('/') => (repository, tag),
-        _ => (name, "latest"),
-    }
-}
-
-/// Returns the registry a reference is pulled from: its first component when
-/// that looks like a host, else Docker Hub.
-pub fn registry_of(reference: &str) -> String {
-    match reference.split_once('/') {
-        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-            first.to_string()
-        }
-        _ => "docker.io".to_string(),
-    }
-}
-
 /// Returns the daemon's own message for an error, without bollard's wrapper.
 fn docker_message(error: &BollardError) -> String {
     match error {
         BollardError::DockerResponseServerError { message, .. } => message.clone(),
         BollardError::DockerStreamError { error } => error.clone(),
         other => other.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tags_split_at_the_last_colon_outside_the_host() {
-        let cases = [
-            ("myapp:latest", ("myapp", "latest")),
-            ("myapp", ("myapp", "latest")),
-            (
-                "127.0.0.1:5000/team/app:v1",
-                ("127.0.0.1:5000/team/app", "v1"),
-            ),
-            (
-                "127.0.0.1:5000/team/app",
-                ("127.0.0.1:5000/team/app", "latest"),
-            ),
-        ];
-        for (name, expected) in cases {
-            assert_eq!(split_tag(name), expected, "{name}");
-        }
-    }
-
-    #[test]
-    fn registry_is_the_host_component() {
-        let cases = [
-            ("python:3.11", "docker.io"),
-            ("library/python", "docker.io"),
-            ("127.0.0.1:5000/app:v1", "127.0.0.1:5000"),
-            ("localhost/app", "localhost"),
-            ("registry.example/app", "registry.example"),
-        ];
-        for (reference, expected) in cases {
-            assert_eq!(registry_of(reference), expected, "{reference}");
-        }
     }
 }
