@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::backend::{BuildEnvironment, Docker};
+use crate::backend::{daemon_address, BuildEnvironment, Docker};
+use crate::cache_index::CacheIndex;
 use crate::context::ContextKind;
 use crate::diagnostics::Error;
 use crate::execute::{Delivered, Executor};
 use crate::image::Image;
-use crate::plan::{Plan, Reason, Status};
+use crate::plan::{Plan, PlanOptions, Reason, Status};
 use crate::progress::PlainProgress;
 use crate::script::{self, Target};
 
@@ -213,14 +214,18 @@ async fn run(
     }
 
     let docker = Docker::connect().await?;
+    let cache_index = CacheIndex::for_daemon(&daemon_address());
     let environment = BuildEnvironment::from_host(
         ca_bundle.map(|path| std::path::absolute(&path).unwrap_or(path)),
     );
 
     let work = async {
-        pull_missing_bases(&docker, &targets).await?;
-        let plan = Plan::new(&docker, targets, force_all).await?;
-        let delivered = Executor::new(&docker, &environment, &PlainProgress)
+        let options = PlanOptions {
+            force_all,
+            pull_missing: Some(&PlainProgress),
+        };
+        let plan = Plan::new(&docker, &cache_index, targets, options).await?;
+        let delivered = Executor::new(&docker, &cache_index, &environment, &PlainProgress)
             .run(&plan, tag)
             .await?;
 
@@ -265,27 +270,6 @@ async fn interrupted() -> i32 {
         _ = tokio::signal::ctrl_c() => 2,
         _ = terminate.recv() => 15,
     }
-}
-
-async fn pull_missing_bases(
-    docker: &Docker,
-    targets: &[(Option<String>, Image)],
-) -> Result<(), Error> {
-    let progress = PlainProgress;
-    for (_, image) in targets {
-        let base = image
-            .layer
-            .ancestry()
-            .last()
-            .expect("every chain has a base");
-        if let crate::image::Step::Base(crate::image::BaseImage::Registry(reference)) = &base.step {
-            if docker.inspect(reference).await?.is_none() {
-                crate::progress::Progress::pulling(&progress, reference);
-                docker.pull(reference).await?;
-            }
-        }
-    }
-    Ok(())
 }
 
 fn print_delivered(delivered: &[Delivered], out: &mut dyn std::io::Write) {
@@ -356,7 +340,12 @@ fn stage_context(context: &crate::context::LocalContext) -> Result<tempfile::Tem
 async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<ExitCode, Error> {
     let targets = select_targets(file, target)?;
     let docker = Docker::connect().await?;
-    let plan = Plan::new(&docker, targets, force_all).await?;
+    let cache_index = CacheIndex::for_daemon(&daemon_address());
+    let options = PlanOptions {
+        force_all,
+        pull_missing: None,
+    };
+    let plan = Plan::new(&docker, &cache_index, targets, options).await?;
 
     for step in &plan.steps {
         let status = match &step.status {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepOutcome};
+use crate::cache_index::CacheIndex;
 use crate::diagnostics::{Error, StepFailed};
 use crate::image::{ConfigChange, Layer, Step};
 use crate::plan::{Plan, Status};
@@ -26,6 +27,7 @@ pub struct Delivered {
 
 pub struct Executor<'a> {
     docker: &'a Docker,
+    cache_index: &'a CacheIndex,
     environment: &'a BuildEnvironment,
     progress: &'a dyn Progress,
 }
@@ -33,11 +35,13 @@ pub struct Executor<'a> {
 impl<'a> Executor<'a> {
     pub fn new(
         docker: &'a Docker,
+        cache_index: &'a CacheIndex,
         environment: &'a BuildEnvironment,
         progress: &'a dyn Progress,
     ) -> Self {
         Executor {
             docker,
+            cache_index,
             environment,
             progress,
         }
@@ -79,6 +83,7 @@ impl<'a> Executor<'a> {
                         .step_started(&location, &description, reason.describe());
                     let started = Instant::now();
                     let built = self.build_step(&step.layer, key, parent).await?;
+                    self.cache_index.record(key, &built.id);
                     self.docker.discard_commits().await;
                     self.docker.remove_stale(step.stale_images()).await;
                     self.progress.step_finished(&location, started.elapsed());
@@ -210,13 +215,9 @@ fn needed_steps(plan: &Plan) -> Vec<bool> {
     for target in &plan.targets {
         needed[target.step] = true;
     }
-    for index in (0..plan.steps.len()).rev() {
-        let step = &plan.steps[index];
-        let builds = matches!(step.status, Status::Build(_));
-        if builds {
+    for (index, step) in plan.steps.iter().enumerate() {
+        if matches!(step.status, Status::Build(_)) {
             needed[index] = true;
-        }
-        if needed[index] && builds {
             if let Some(parent) = step.parent {
                 needed[parent] = true;
             }

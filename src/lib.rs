@@ -5,6 +5,7 @@
 //! [`execute`] builds the rest through [`backend`]; [`cli`] drives it all.
 
 pub mod backend;
+pub mod cache_index;
 pub mod cache_key;
 pub mod cli;
 pub mod context;

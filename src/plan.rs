@@ -5,9 +5,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::backend::Docker;
+use crate::cache_index::CacheIndex;
 use crate::cache_key::layer_key;
 use crate::diagnostics::Error;
 use crate::image::{BaseImage, Image, Layer, Step};
+use crate::progress::Progress;
 
 /// Why a step must be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,13 +81,24 @@ impl PlannedStep {
     }
 }
 
+/// How a plan treats base images and forced steps.
+pub struct PlanOptions<'a> {
+    /// Forces every step, as IMGSCRIPT_FORCE_BUILD=1 does.
+    pub force_all: bool,
+    /// Pulls base images missing from the local store and reports each pull
+    /// here. With `None`, a missing base is planned as "to pull".
+    pub pull_missing: Option<&'a dyn Progress>,
+}
+
 impl Plan {
-    /// Plans the given images against the images in Docker's store.
-    /// `force_all` forces every step, as IMGSCRIPT_FORCE_BUILD=1 does.
+    /// Plans the given images against the images in Docker's store. Cached
+    /// images are found through the local cache index first, and by listing
+    /// every cached image only when the index cannot settle the plan.
     pub async fn new(
         docker: &Docker,
+        cache_index: &CacheIndex,
         targets: Vec<(Option<String>, Image)>,
-        force_all: bool,
+        options: PlanOptions<'_>,
     ) -> Result<Self, Error> {
         let mut plan = Plan {
             steps: Vec::new(),
@@ -97,9 +110,15 @@ impl Plan {
             plan.targets.push(PlannedTarget { name, step, image });
         }
 
-        plan.compute_keys(docker).await?;
-        plan.find_candidates(docker).await?;
-        plan.settle(docker, force_all).await?;
+        plan.compute_keys(docker, options.pull_missing).await?;
+
+        plan.add_indexed_candidates(cache_index);
+        let index_settled = plan.settle(docker, cache_index, options.force_all).await?;
+        if !index_settled {
+            tracing::debug!("the cache index missed; listing cached images");
+            plan.add_listed_candidates(docker, cache_index).await?;
+            plan.settle(docker, cache_index, options.force_all).await?;
+        }
         Ok(plan)
     }
 
@@ -131,23 +150,22 @@ impl Plan {
         parent.expect("a chain has at least its base")
     }
 
-    /// Resolves base images in the local store and computes every key that
-    /// does not depend on a missing base.
-    async fn compute_keys(&mut self, docker: &Docker) -> Result<(), Error> {
+    /// Resolves base images in the local store, pulling missing ones when
+    /// `pull_missing` is set, and computes every key that does not depend on
+    /// a missing base.
+    async fn compute_keys(
+        &mut self,
+        docker: &Docker,
+        pull_missing: Option<&dyn Progress>,
+    ) -> Result<(), Error> {
         for index in 0..self.steps.len() {
             let layer = Arc::clone(&self.steps[index].layer);
             let key = match (&layer.step, self.steps[index].parent) {
-                (Step::Base(base), _) => match docker.inspect(base.reference()).await? {
-                    Some(inspect) => {
-                        let image_id = inspect.id.unwrap_or_default();
+                (Step::Base(base), _) => match resolve_base(docker, base, pull_missing).await? {
+                    Some(image_id) => {
                         tracing::debug!(reference = base.reference(), %image_id, "base image found");
                         self.steps[index].candidates = vec![image_id.clone()];
                         Some(layer_key(&layer, None, Some(&image_id)))
-                    }
-                    None if matches!(base, BaseImage::Id(_)) => {
-                        return Err(Error::ImageIdNotFound {
-                            reference: base.reference().to_string(),
-                        })
                     }
                     None => None,
                 },
@@ -162,52 +180,84 @@ impl Plan {
         Ok(())
     }
 
-    async fn find_candidates(&mut self, docker: &Docker) -> Result<(), Error> {
-        let needs_lookup = self
-            .steps
-            .iter()
-            .any(|step| !matches!(step.layer.step, Step::Base(_)));
-        if !needs_lookup {
-            return Ok(());
-        }
-        let mut cached = docker.cached_images().await?;
-        for step in &mut self.steps {
-            if matches!(step.layer.step, Step::Base(_)) {
-                continue;
+    fn add_indexed_candidates(&mut self, cache_index: &CacheIndex) {
+        for step in self.steps.iter_mut().filter(|step| !is_base(step)) {
+            if let Some(image_id) = step.key.as_deref().and_then(|key| cache_index.lookup(key)) {
+                step.candidates = vec![image_id];
             }
-            if let Some(key) = &step.key {
-                step.candidates = cached.remove(key).unwrap_or_default();
+        }
+    }
+
+    /// Adds the images that carry each step's key label, newest first, after
+    /// any candidate the index gave. Steps the index did not know get an
+    /// entry, so the next run finds them there; entries are checked before
+    /// use, so recording one unchecked costs at most a listing later.
+    async fn add_listed_candidates(
+        &mut self,
+        docker: &Docker,
+        cache_index: &CacheIndex,
+    ) -> Result<(), Error> {
+        let mut cached = docker.cached_images().await?;
+        for step in self.steps.iter_mut().filter(|step| !is_base(step)) {
+            let Some(key) = step.key.as_deref() else {
+                continue;
+            };
+            let Some(listed) = cached.remove(key) else {
+                continue;
+            };
+            if step.candidates.is_empty() {
+                cache_index.record(key, &listed[0]);
+            }
+            for image_id in listed {
+                if !step.candidates.contains(&image_id) {
+                    step.candidates.push(image_id);
+                }
             }
         }
         Ok(())
     }
 
     /// Sets every status, checking the cached images that the build would
-    /// actually use. A check that fails drops that image and plans again.
-    async fn settle(&mut self, docker: &Docker, force_all: bool) -> Result<(), Error> {
+    /// use. A check that fails drops that image and plans again. Returns
+    /// false when some step may still have a cached image the candidates
+    /// lack: one planned as not cached, or one whose candidate failed.
+    async fn settle(
+        &mut self,
+        docker: &Docker,
+        cache_index: &CacheIndex,
+        force_all: bool,
+    ) -> Result<bool, Error> {
+        let mut complete = true;
         loop {
             self.assign_statuses(force_all);
 
             let Some(index) = self.next_unverified() else {
-                return Ok(());
+                let uncached = self
+                    .steps
+                    .iter()
+                    .any(|step| step.status == Status::Build(Reason::NotCached));
+                return Ok(complete && !uncached);
             };
-            let key = self.steps[index].key.clone().unwrap_or_default();
-            let candidate = self.steps[index].candidates[0].clone();
-            let genuine = matches!(self.steps[index].layer.step, Step::Base(_))
-                || docker.verify_cached(&candidate, &key).await?.is_some();
+            let step = &mut self.steps[index];
+            let key = step.key.clone().unwrap_or_default();
+            let candidate = step.candidates[0].clone();
+            let genuine = is_base(step) || docker.verify_cached(&candidate, &key).await?.is_some();
             if genuine {
-                self.steps[index].verified = true;
-                self.steps[index].candidates.truncate(1);
+                step.verified = true;
+                step.candidates.truncate(1);
+                if !is_base(step) {
+                    cache_index.record(&key, &candidate);
+                }
             } else {
                 tracing::debug!(image_id = %candidate, %key, "cached image does not match its key; skipping it");
-                self.steps[index].candidates.remove(0);
+                step.candidates.remove(0);
+                complete = false;
             }
         }
     }
 
     fn assign_statuses(&mut self, force_all: bool) {
         let forced = |step: &PlannedStep| force_all || step.layer.force_build;
-        let is_base = |step: &PlannedStep| matches!(step.layer.step, Step::Base(_));
 
         // Steps come parents first, so a parent's status is final here.
         for index in 0..self.steps.len() {
@@ -251,9 +301,34 @@ impl Plan {
     pub fn steps_to_build(&self) -> usize {
         self.steps
             .iter()
-            .filter(|step| {
-                matches!(step.status, Status::Build(_)) && !matches!(step.layer.step, Step::Base(_))
-            })
+            .filter(|step| matches!(step.status, Status::Build(_)) && !is_base(step))
             .count()
+    }
+}
+
+fn is_base(step: &PlannedStep) -> bool {
+    matches!(step.layer.step, Step::Base(_))
+}
+
+/// Returns the local image id of a base, pulling it first where allowed.
+async fn resolve_base(
+    docker: &Docker,
+    base: &BaseImage,
+    pull_missing: Option<&dyn Progress>,
+) -> Result<Option<String>, Error> {
+    if let Some(inspect) = docker.inspect(base.reference()).await? {
+        return Ok(inspect.id);
+    }
+    match (base, pull_missing) {
+        (BaseImage::Id(id), _) => Err(Error::ImageIdNotFound {
+            reference: id.clone(),
+        }),
+        (BaseImage::Registry(_), None) => Ok(None),
+        (BaseImage::Registry(reference), Some(progress)) => {
+            progress.pulling(reference);
+            docker.pull(reference).await?;
+            let pulled = docker.inspect(reference).await?;
+            Ok(pulled.and_then(|inspect| inspect.id))
+        }
     }
 }

@@ -557,7 +557,10 @@ fn cached_label_on_derived_image_is_not_trusted() {
     docker(&["commit", &container]);
     docker(&["rm", &container]);
 
-    let again = build(&script, &[]);
+    // An empty cache index makes the run list images by label, which finds both.
+    let empty_index = tempfile::tempdir().unwrap();
+    let again = build_with_index(&script, empty_index.path());
+    assert!(again.stderr.contains("listing cached images"), "{}", again.stderr);
     let content = docker(&["run", "--rm", &image_id(&again), "cat", "/nonce"]);
     assert_eq!(content, nonce);
 }
@@ -605,4 +608,94 @@ fn sigterm_removes_build_container() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(all_containers(), containers_before);
+}
+
+/// Runs `imgscript run` with its cache index in `index` and debug logs on.
+fn build_with_index(script: &std::path::Path, index: &std::path::Path) -> Run {
+    let result = run(imgscript()
+        .arg("run")
+        .arg(script)
+        .env("IMGSCRIPT_CACHE_DIR", index)
+        .env("RUST_LOG", "imgscript=debug")
+        .env("NO_COLOR", "1"));
+    assert_eq!(result.code, 0, "imgscript run failed:\n{}", result.stderr);
+    result
+}
+
+fn walk_files(folder: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk_files(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn noop_run_skips_image_listing() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let index = tempfile::tempdir().unwrap();
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"debian_slim("3.11").run_commands(["echo {}"]).env(#{{ A: "1" }})"#,
+            nonce()
+        ),
+    );
+    let first = build_with_index(&script, index.path());
+
+    let second = build_with_index(&script, index.path());
+
+    assert_eq!(image_id(&first), image_id(&second));
+    assert!(
+        !second.stderr.contains("listing cached images"),
+        "{}",
+        second.stderr
+    );
+    assert!(!second.stderr.contains("(building"), "{}", second.stderr);
+}
+
+#[test]
+fn stale_index_entries_fall_back_to_listing() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let index = tempfile::tempdir().unwrap();
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"debian_slim("3.11").run_commands(["echo {}"]).env(#{{ A: "1" }})"#,
+            nonce()
+        ),
+    );
+    let first = build_with_index(&script, index.path());
+
+    // Point every entry at an image without the key label.
+    let base_id = inspect(BASE_IMAGE, "{{.Id}}");
+    let entries = walk_files(index.path());
+    assert!(
+        !entries.is_empty(),
+        "the first run recorded no index entries"
+    );
+    for entry in entries {
+        std::fs::write(entry, &base_id).unwrap();
+    }
+    let stale = build_with_index(&script, index.path());
+    assert_eq!(image_id(&stale), image_id(&first));
+    assert!(
+        stale.stderr.contains("listing cached images"),
+        "{}",
+        stale.stderr
+    );
+    assert!(!stale.stderr.contains("(building"), "{}", stale.stderr);
+
+    // A lost index costs a listing, never a rebuild.
+    std::fs::remove_dir_all(index.path()).unwrap();
+    let lost = build_with_index(&script, index.path());
+    assert_eq!(image_id(&lost), image_id(&first));
+    assert!(!lost.stderr.contains("(building"), "{}", lost.stderr);
 }

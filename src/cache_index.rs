@@ -1,0 +1,93 @@
+//! A local index from cache key to image id, so that a run whose layers are
+//! all cached needs no listing of every image in Docker's store (a call whose
+//! cost grows with the size of the store).
+//!
+//! Docker's store stays the only truth: the planner checks each entry
+//! against the image's labels before using it, and a missing, stale or
+//! unreadable entry only costs that listing. Entries are files named by the
+//! key under a folder per daemon address.
+
+use std::fs;
+use std::path::PathBuf;
+
+use sha2::{Digest, Sha256};
+use tracing::debug;
+
+pub struct CacheIndex {
+    /// `None` when no cache folder can be found, which turns the index off.
+    folder: Option<PathBuf>,
+}
+
+impl CacheIndex {
+    /// Opens the index for the daemon at `address`, under
+    /// IMGSCRIPT_CACHE_DIR, else `$XDG_CACHE_HOME/imgscript`, else
+    /// `~/.cache/imgscript`.
+    pub fn for_daemon(address: &str) -> Self {
+        let daemon = hex::encode(&Sha256::digest(address.as_bytes())[..8]);
+        let folder = cache_folder().map(|base| base.join("index").join(daemon));
+        CacheIndex { folder }
+    }
+
+    /// Returns the image id last recorded for `key`.
+    pub fn lookup(&self, key: &str) -> Option<String> {
+        let path = self.folder.as_ref()?.join(key);
+        let id = fs::read_to_string(path).ok()?;
+        let id = id.trim();
+        (!id.is_empty()).then(|| id.to_string())
+    }
+
+    /// Records `image_id` as the image of `key`. A failure to write only
+    /// makes the next run slower, so it is logged and dropped.
+    pub fn record(&self, key: &str, image_id: &str) {
+        let Some(folder) = &self.folder else { return };
+        if let Err(error) = write_entry(folder, key, image_id) {
+            debug!(folder = %folder.display(), %key, %error, "failed to record a cache index entry");
+        }
+    }
+}
+
+/// Writes the entry through a temporary file and a rename, so a reader
+/// never sees half an id.
+fn write_entry(folder: &PathBuf, key: &str, image_id: &str) -> std::io::Result<()> {
+    fs::create_dir_all(folder)?;
+    let temporary = folder.join(format!(".{key}.{}", std::process::id()));
+    fs::write(&temporary, image_id)?;
+    fs::rename(&temporary, folder.join(key))
+}
+
+fn cache_folder() -> Option<PathBuf> {
+    let from_env = |name: &str| {
+        std::env::var_os(name)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from)
+    };
+    from_env("IMGSCRIPT_CACHE_DIR")
+        .or_else(|| from_env("XDG_CACHE_HOME").map(|cache| cache.join("imgscript")))
+        .or_else(|| from_env("HOME").map(|home| home.join(".cache").join("imgscript")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_per_daemon() {
+        let folder = tempfile::tempdir().unwrap();
+        let index = |address: &str| CacheIndex {
+            folder: Some(folder.path().join(address)),
+        };
+
+        index("one").record("key", "sha256:abc");
+
+        assert_eq!(index("one").lookup("key").as_deref(), Some("sha256:abc"));
+        assert_eq!(index("two").lookup("key"), None);
+        assert_eq!(index("one").lookup("other"), None);
+    }
+
+    #[test]
+    fn disabled_index_finds_nothing() {
+        let index = CacheIndex { folder: None };
+        index.record("key", "sha256:abc");
+        assert_eq!(index.lookup("key"), None);
+    }
+}
