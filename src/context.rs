@@ -134,7 +134,7 @@ impl LocalContext {
     /// digest is computed once, on first use.
     ///
     /// A file that cannot be read at this point (removed since it was
-    /// collected, say) yields a digest of the error text; the build then
+    /// collected, say) yields a digest of the error text. The build then
     /// fails when it packs the archive, with the path in the message.
     pub fn digest(&self) -> &str {
         let result = self

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::context::LocalContext;
 
-/// Where in a script a step was declared: the file, its source text and the
-/// 1-based line and column of the call.
+/// Location of the call that declared a step: the script, and the 1-based
+/// line and column of the call.
 #[derive(Debug, Clone)]
 pub struct CallSite {
     pub script: Arc<ScriptSource>,
@@ -134,14 +134,14 @@ impl Layer {
         std::iter::successors(Some(self), |layer| layer.parent.as_ref())
     }
 
-    /// The layers from the base down to this one.
+    /// Returns the layers from the base down to this one.
     pub fn chain(self: &Arc<Self>) -> Vec<Arc<Layer>> {
         let mut chain: Vec<Arc<Layer>> = self.ancestry().cloned().collect();
         chain.reverse();
         chain
     }
 
-    /// One line describing the step, for plans and progress.
+    /// Returns one line describing the step, for plans and progress.
     pub fn describe(&self) -> String {
         match &self.step {
             Step::Base(base) => format!("{} {}", self.call.function, base.reference()),

@@ -11,11 +11,11 @@ use crate::diagnostics::Error;
 use crate::image::{BaseImage, Image, Layer, Step};
 use crate::progress::Progress;
 
-/// Why a step must be built.
+/// The reason a step must be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
-    /// No image in the local store holds this step's cache key: the step is
-    /// new, or an input of it changed.
+    /// No image in the local store carries this step's cache key, because the
+    /// step is new or an input of it changed.
     NotCached,
     /// `force_build` on the step or IMGSCRIPT_FORCE_BUILD=1.
     Forced,

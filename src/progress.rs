@@ -6,11 +6,11 @@ use std::time::Duration;
 
 /// Receives what happens during a build, in order.
 pub trait Progress: Send + Sync {
-    /// A step whose cached image is reused.
+    /// Reports a step whose cached image is reused.
     fn step_cached(&self, location: &str, description: &str);
-    /// A step that starts building, with the reason it is not cached.
+    /// Reports a step that starts building, with the reason it is not cached.
     fn step_started(&self, location: &str, description: &str, reason: &str);
-    /// One line of a running step's output.
+    /// Reports one line of a running step's output.
     fn step_output(&self, line: &str);
     fn step_finished(&self, location: &str, elapsed: Duration);
     fn pulling(&self, reference: &str);

@@ -69,7 +69,7 @@ fn validate_host(host: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A path component is lowercase letters and digits, separated by one
+/// Checks a path component: lowercase letters and digits, separated by one
 /// `.`, one or two `_`, or any number of `-`.
 fn validate_path_component(component: &str) -> Result<(), String> {
     let invalid = || {

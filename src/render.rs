@@ -61,8 +61,8 @@ fn pip_flags(options: &PipOptions) -> String {
     flags
 }
 
-/// The flags that say where packages come from, which the temporary uv is
-/// fetched with too, so a mirror-only site needs no other index.
+/// Renders the flags that name where packages come from. The temporary uv is
+/// fetched with them too, so a mirror-only site needs no other index.
 fn index_flags(options: &PipOptions) -> String {
     let mut flags = String::new();
     for (flag, value) in [

@@ -1,6 +1,6 @@
 //! End-to-end builds on a real Docker Engine. Each test builds layers made
 //! unique by a nonce, so nothing is cached from earlier runs, and the tests
-//! run one at a time so that counting daemon events sees only their own.
+//! run one at a time so that the daemon events a test counts are its own.
 
 mod common;
 
@@ -560,7 +560,11 @@ fn cached_label_on_derived_image_is_not_trusted() {
     // An empty cache index makes the run list images by label, which finds both.
     let empty_index = tempfile::tempdir().unwrap();
     let again = build_with_index(&script, empty_index.path());
-    assert!(again.stderr.contains("listing cached images"), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("listing cached images"),
+        "{}",
+        again.stderr
+    );
     let content = docker(&["run", "--rm", &image_id(&again), "cat", "/nonce"]);
     assert_eq!(content, nonce);
 }

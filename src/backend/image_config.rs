@@ -1,10 +1,10 @@
 //! Image config JSON as the builder writes it, and the `docker load`
 //! archive that turns it into an image without sending layer bytes.
 //!
-//! The daemon accepts an archive holding only `manifest.json` and a config
-//! whose `rootfs` lists layers it already has; the loaded image's id is the
-//! SHA-256 of the config bytes, so the same config always gives the same
-//! image id.
+//! The daemon accepts an archive that contains only `manifest.json` and a
+//! config whose `rootfs` lists layers it already has. The loaded image's id
+//! is the SHA-256 of the config bytes, so the same config always gives the
+//! same image id.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ pub const KEY_LABEL: &str = "dev.imgscript.key";
 /// top of a cached one (which inherits its labels) is not taken for it.
 pub const LAYERS_LABEL: &str = "dev.imgscript.layers";
 /// History comment of the steps that add a layer, so the layer count can be
-/// told from the history when the layer is empty.
+/// read from the history when the layer is empty.
 const LAYER_COMMENT: &str = "imgscript layer";
 
 /// A full image config (the JSON whose digest is the image id).
@@ -295,10 +295,10 @@ fn string_array(value: Option<&Value>) -> Vec<String> {
 
 /// Turns the history endpoint's entries (newest first, sizes but no
 /// `empty_layer` flags) back into config history entries. An entry adds a
-/// layer when its size is not zero or imgscript marked it; if that count
+/// layer when its size is not zero or imgscript marked it. If that count
 /// still falls short of the layer count, the newest zero-size entries are
-/// taken as layers, because the daemon rejects a history with fewer layer
-/// entries than the image has layers.
+/// taken as layers, so that the history has one layer entry per layer, as
+/// `docker history` pairs them.
 fn history_entries(history: &[ImageHistoryResponseItem], layer_count: usize) -> Vec<Value> {
     let oldest_first: Vec<&ImageHistoryResponseItem> = history.iter().rev().collect();
     let mut adds_layer: Vec<bool> = oldest_first

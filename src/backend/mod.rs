@@ -3,7 +3,7 @@
 //! Step images are made in two moves. A container runs the step (or receives
 //! an archive, for baked files) and is committed, which yields the new
 //! layer. Then the builder loads a config it wrote itself on top of that
-//! layer, so the image holds exactly the declared config and nothing of the
+//! layer, so the image contains exactly the declared config and nothing of the
 //! build container (its proxy variables, mounts or labels). The committed
 //! image is removed again.
 
@@ -45,11 +45,11 @@ done"#;
 /// Lines of step output kept for the message of a failed step.
 const OUTPUT_TAIL_LINES: usize = 20;
 
-/// Where the CA bundle is mounted in build containers. `/run` is a tmpfs
-/// during the step, so the mount point leaves nothing in the layer.
+/// Path of the CA bundle in build containers. `/run` is a tmpfs during the
+/// step, so the mount point leaves nothing in the layer.
 const CA_BUNDLE_PATH: &str = "/run/imgscript-ca-bundle.crt";
 
-/// What build containers get from the host that never enters a layer, the
+/// Host settings given to build containers that never enter a layer, the
 /// image config or a cache key.
 #[derive(Debug, Clone, Default)]
 pub struct BuildEnvironment {
@@ -112,7 +112,7 @@ impl BuildEnvironment {
     }
 }
 
-/// Why a step's commands did not succeed.
+/// The failed command of a step, its exit code and its last output lines.
 #[derive(Debug)]
 pub struct CommandFailure {
     /// Zero-based index of the command that failed.

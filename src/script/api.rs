@@ -23,7 +23,7 @@ use crate::render::{self, PipOptions};
 
 type BuilderResult = Result<Image, Box<EvalAltResult>>;
 
-/// How each builder is called, for "wrong arguments" messages.
+/// Usage of each builder, for "wrong arguments" messages.
 const USAGE: &[(&str, &str)] = &[
     ("debian_slim", "`debian_slim()` or `debian_slim(\"3.11\")`, with an optional options map"),
     ("from_registry", "`from_registry(\"name:tag\")`, with an optional options map"),
@@ -62,7 +62,7 @@ const PIP_OPTIONS: &[&str] = &[
     "force_build",
 ];
 
-/// What every builder needs to know about the script it is called from.
+/// The script that builders are called from.
 #[derive(Clone)]
 struct Builders {
     script: Arc<ScriptSource>,

@@ -22,7 +22,7 @@ use crate::suggest::did_you_mean;
 
 pub use api::builder_names;
 
-/// What a script asks to build: one image, or named images.
+/// The images a script builds: one image, or named images.
 #[derive(Debug, Clone)]
 pub enum Target {
     Single(Image),
@@ -211,8 +211,8 @@ fn target_from(script: &ScriptSource, value: Dynamic) -> Result<Target, Box<Scri
 
 /// Turns any Rhai error into a diagnostic that points at the script.
 fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptError> {
-    // Errors raised inside script-defined functions arrive wrapped; the
-    // innermost one holds the real cause and position.
+    // Errors raised inside script-defined functions arrive wrapped, and the
+    // innermost one carries the real cause and position.
     let mut error = error;
     while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
     | EvalAltResult::ErrorInModule(_, inner, _) = error

@@ -3,9 +3,9 @@
 # reach Debian's package mirror but no container registry.
 #
 # The image tagged python:3.11-slim-bookworm is a Debian bookworm root file
-# system built with debootstrap, holding Debian's Python 3.11 with pip and
-# venv. It stands in for the Docker Hub image of that name: `python` and
-# `pip` are on PATH and pip may install into the system Python.
+# system built with debootstrap, with Debian's Python 3.11, pip and venv.
+# It replaces the Docker Hub image of that name: `python` and `pip` are on
+# PATH and pip may install into the system Python.
 #
 # The root file system tarball is cached in $IMGSCRIPT_BASE_CACHE (default
 # /var/cache/imgscript-base), so a second run only imports it again.

@@ -11,8 +11,8 @@ pub const BASE_IMAGE: &str = "python:3.11-slim-bookworm";
 
 static DOCKER_LOCK: Mutex<()> = Mutex::new(());
 
-/// Serializes the Docker tests of one test binary, so that counting the
-/// daemon's events during one test sees no other test's containers.
+/// Serializes the Docker tests of one test binary, so that the daemon events
+/// counted during one test include no other test's containers.
 pub fn docker_test() -> MutexGuard<'static, ()> {
     let guard = DOCKER_LOCK
         .lock()
@@ -31,8 +31,8 @@ pub fn docker_test() -> MutexGuard<'static, ()> {
     guard
 }
 
-/// A text unique to this test run, so its layers are never cached from an
-/// earlier run.
+/// Returns a text unique to this test run, so its layers are never cached
+/// from an earlier run.
 pub fn nonce() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
