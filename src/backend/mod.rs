@@ -340,12 +340,7 @@ impl Docker {
 
         let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
         let mut failure_marker = None;
-        let options = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let mut logs = self.client.logs(container, Some(options));
+        let mut logs = self.follow_output(container);
         let mut pending = String::new();
         while let Some(chunk) = logs.next().await {
             let chunk = chunk.map_err(|error| Error::docker("reading build output", error))?;
@@ -382,6 +377,19 @@ impl Docker {
         self.commit_layer(container)
             .await
             .map(StepOutcome::Committed)
+    }
+
+    /// Streams a container's stdout and stderr from its start until it exits.
+    fn follow_output(
+        &self,
+        container: &str,
+    ) -> impl futures_util::Stream<Item = Result<LogOutput, BollardError>> + use<> {
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        self.client.logs(container, Some(options))
     }
 
     /// Waits for a started container and returns its exit code.
@@ -550,12 +558,7 @@ impl Docker {
                 .map_err(|error| {
                     Error::docker(format!("starting a container from {image}"), error)
                 })?;
-            let options = LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build();
-            let mut logs = self.client.logs(&container, Some(options));
+            let mut logs = self.follow_output(&container);
             while let Some(chunk) = logs.next().await {
                 match chunk.map_err(|error| Error::docker("reading container output", error))? {
                     LogOutput::StdErr { message } => {
