@@ -74,6 +74,15 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, base_image_id: Option<
         }
         Step::Run(run) => {
             encoder.text("step", "run").list("commands", &run.commands);
+            // Only names: changing a secret's value never rebuilds a step.
+            if !run.secrets.is_empty() {
+                let names: Vec<String> = run
+                    .secrets
+                    .iter()
+                    .map(|secret| secret.name.clone())
+                    .collect();
+                encoder.list("secrets", &names);
+            }
         }
         Step::Config(change) => encode_config_change(&mut encoder, change),
         Step::Copy(copy) => {
@@ -104,6 +113,9 @@ fn encode_config_change(encoder: &mut KeyEncoder, change: &ConfigChange) {
         }
         ConfigChange::Cmd(args) => {
             encoder.text("change", "cmd").list("args", args);
+        }
+        ConfigChange::Shell(args) => {
+            encoder.text("change", "shell").list("args", args);
         }
     }
 }

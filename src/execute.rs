@@ -10,6 +10,7 @@ use crate::diagnostics::{Error, StepFailed};
 use crate::image::{ConfigChange, Layer, Step};
 use crate::plan::{Plan, Status};
 use crate::progress::Progress;
+use crate::secret::{write_secret_file, SecretFile};
 
 /// A built or cached step: its image id and, once read, its config.
 struct StepImage {
@@ -157,9 +158,27 @@ impl<'a> Executor<'a> {
             Step::Run(run) => {
                 let progress = self.progress;
                 let mut output = |line: &str| progress.step_output(line);
+                let secret_file = match run.secrets.is_empty() {
+                    true => None,
+                    false => {
+                        Some(
+                            write_secret_file(&run.secrets).map_err(|error| Error::Read {
+                                path: std::env::temp_dir(),
+                                reason: format!("failed to write a secret file: {error}"),
+                            })?,
+                        )
+                    }
+                };
+                let secret_path = secret_file.as_ref().map(SecretFile::path);
                 match self
                     .docker
-                    .run_step(&parent_id, &run.commands, self.environment, &mut output)
+                    .run_step(
+                        &parent_id,
+                        &run.commands,
+                        self.environment,
+                        secret_path.as_deref(),
+                        &mut output,
+                    )
                     .await?
                 {
                     StepOutcome::Committed(layers) => {
@@ -248,5 +267,6 @@ fn apply_config_change(config: &mut ImageConfig, change: &ConfigChange) {
         }
         ConfigChange::Entrypoint(args) => config.set_entrypoint(args),
         ConfigChange::Cmd(args) => config.set_cmd(args),
+        ConfigChange::Shell(args) => config.set_shell(args),
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::context::LocalContext;
+use crate::secret::Secret;
 
 /// Location of the call that declared a step: the script, and the 1-based
 /// line and column of the call.
@@ -101,6 +102,8 @@ pub struct RunStep {
     /// A short human summary for progress lines, such as `apt_install git curl`.
     pub summary: String,
     pub commands: Vec<String>,
+    /// Secrets the commands see as environment variables.
+    pub secrets: Vec<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,6 +113,8 @@ pub enum ConfigChange {
     Workdir(String),
     Entrypoint(Vec<String>),
     Cmd(Vec<String>),
+    /// The shell that the image's shell-form commands run with.
+    Shell(Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -154,6 +159,7 @@ impl Layer {
                 ConfigChange::Workdir(path) => format!("workdir {path}"),
                 ConfigChange::Entrypoint(args) => format!("entrypoint {args:?}"),
                 ConfigChange::Cmd(args) => format!("cmd {args:?}"),
+                ConfigChange::Shell(args) => format!("shell {args:?}"),
             },
             Step::Copy(copy) => format!(
                 "{} {} -> {}",

@@ -17,4 +17,5 @@ pub mod progress;
 pub mod reference;
 pub mod render;
 pub mod script;
+pub mod secret;
 pub mod suggest;

@@ -168,6 +168,10 @@ impl ImageConfig {
         self.config().insert("Cmd".into(), json!(args));
     }
 
+    pub fn set_shell(&mut self, args: &[String]) {
+        self.config().insert("Shell".into(), json!(args));
+    }
+
     /// Replaces the imgscript labels with the given cache key and a digest
     /// of the current layer list.
     pub fn mark_cached(&mut self, key: &str) {

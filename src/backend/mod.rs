@@ -25,8 +25,10 @@ use tracing::{debug, trace};
 
 use crate::diagnostics::Error;
 use crate::reference::{registry_of, split_tag};
+use crate::secret::SECRETS_PATH;
 pub use image_config::ImageConfig;
 use image_config::{layers_digest, KEY_LABEL, LAYERS_LABEL};
+use std::path::Path;
 
 /// The default address when DOCKER_HOST is unset.
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -36,7 +38,10 @@ const FAILURE_MARKER: &str = "::imgscript-command-failed::";
 
 /// Runs each argument with `/bin/sh -c`, in order, and stops at the first
 /// failure with a marker line naming the command's index and exit code.
-const STEP_DRIVER: &str = r#"n=0
+/// It first sources the step's secret file, when one is mounted at
+/// [`SECRETS_PATH`], so the commands see the secrets as exported variables.
+const STEP_DRIVER: &str = r#"if [ -f /run/imgscript-secrets.env ]; then . /run/imgscript-secrets.env; fi
+n=0
 for command do
   n=$((n + 1))
   /bin/sh -c "$command" || { status=$?; printf '\n%s %s %s\n' '::imgscript-command-failed::' "$n" "$status" >&2; exit "$status"; }
@@ -100,12 +105,21 @@ impl BuildEnvironment {
         env
     }
 
-    fn host_config(&self) -> HostConfig {
-        let Some(bundle) = &self.ca_bundle else {
+    /// Mounts the CA bundle and the step's secret file read-only, under a
+    /// tmpfs at `/run` so their mount points stay out of the layer.
+    fn host_config(&self, secret_file: Option<&Path>) -> HostConfig {
+        let mut binds = Vec::new();
+        if let Some(bundle) = &self.ca_bundle {
+            binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", bundle.display()));
+        }
+        if let Some(file) = secret_file {
+            binds.push(format!("{}:{SECRETS_PATH}:ro", file.display()));
+        }
+        if binds.is_empty() {
             return HostConfig::default();
-        };
+        }
         HostConfig {
-            binds: Some(vec![format!("{}:{CA_BUNDLE_PATH}:ro", bundle.display())]),
+            binds: Some(binds),
             tmpfs: Some(HashMap::from([("/run".to_string(), String::new())])),
             ..HostConfig::default()
         }
@@ -296,12 +310,14 @@ impl Docker {
     }
 
     /// Runs `commands` in a container from `parent` and commits the result.
-    /// Each line of output goes to `output` as it arrives.
+    /// Each line of output goes to `output` as it arrives. `secret_file` is
+    /// a file of `export` lines that the commands source first.
     pub async fn run_step(
         &self,
         parent: &str,
         commands: &[String],
         environment: &BuildEnvironment,
+        secret_file: Option<&Path>,
         output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<StepOutcome, Error> {
         let mut cmd = vec![
@@ -316,7 +332,7 @@ impl Docker {
             entrypoint: Some(Vec::new()),
             cmd: Some(cmd),
             env: Some(environment.container_env()),
-            host_config: Some(environment.host_config()),
+            host_config: Some(environment.host_config(secret_file)),
             ..ContainerCreateBody::default()
         };
         let container = self.create_container(body).await?;

@@ -38,7 +38,12 @@ const USAGE: &[(&str, &str)] = &[
     ("cmd", "`image.cmd([\"python\", \"main.py\"])`, with an optional options map"),
     ("add_local_file", "`image.add_local_file(\"./config.toml\", \"/etc/app/config.toml\")`, with an optional options map"),
     ("add_local_dir", "`image.add_local_dir(\"./src\", \"/app\")`, with an optional options map"),
+    ("shell", "`image.shell([\"/bin/bash\", \"-c\"])`, with an optional options map"),
     ("tag", "`image.tag(\"myapp:latest\")`"),
+    ("secret", "`secret(\"name\")`, which reads ~/.config/imgscript/secrets/name.env"),
+    ("secret_from_dotenv", "`secret_from_dotenv(\"./.env\")`"),
+    ("secret_from_env", "`secret_from_env([\"HF_TOKEN\"])`"),
+    ("secret_from_map", "`secret_from_map(#{ TOKEN: \"value\" })`"),
 ];
 
 /// Names of every builder function, for "did you mean" suggestions.
@@ -59,17 +64,18 @@ const PIP_OPTIONS: &[&str] = &[
     "find_links",
     "pre",
     "extra_options",
+    "secrets",
     "force_build",
 ];
 
 /// The script that builders are called from.
 #[derive(Clone)]
-struct Builders {
+pub(super) struct Builders {
     script: Arc<ScriptSource>,
 }
 
 impl Builders {
-    fn call_site(&self, context: &NativeCallContext, function: &str) -> CallSite {
+    pub(super) fn call_site(&self, context: &NativeCallContext, function: &str) -> CallSite {
         let position = context.call_position();
         CallSite {
             script: Arc::clone(&self.script),
@@ -81,7 +87,7 @@ impl Builders {
 }
 
 /// Resolves a local path from a script against the script's folder.
-fn local_path(site: &CallSite, written: &str) -> PathBuf {
+pub(super) fn local_path(site: &CallSite, written: &str) -> PathBuf {
     let path = Path::new(written);
     let base = if path.is_absolute() {
         PathBuf::new()
@@ -128,6 +134,7 @@ pub fn register(engine: &mut Engine, script: Arc<ScriptSource>) {
     register_run_steps(engine, &builders);
     register_config_steps(engine, &builders);
     register_local_files(engine, &builders);
+    super::secrets::register(engine, &builders);
 
     engine.register_fn(
         "tag",
@@ -303,7 +310,11 @@ fn run_step(
     Ok(child(
         image,
         site,
-        Step::Run(RunStep { summary, commands }),
+        Step::Run(RunStep {
+            summary,
+            commands,
+            secrets: options.secrets("secrets")?,
+        }),
         force_build,
     ))
 }
@@ -323,7 +334,7 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "apt_install",
-        &["install_recommends", "force_build"],
+        &["install_recommends", "secrets", "force_build"],
         |site, options, image: Image, packages: Dynamic| {
             let packages = required_list("apt_install", "packages", &packages)?;
             let command = render::apt_install(&packages, options.bool("install_recommends")?);
@@ -374,7 +385,7 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "run_commands",
-        &["force_build"],
+        &["secrets", "force_build"],
         |site, options, image: Image, commands: Dynamic| {
             let commands = required_list("run_commands", "commands", &commands)?;
             // Each command runs in its own shell, so the summary lists them apart.
@@ -452,6 +463,16 @@ fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         |site, options, image: Image, args: Dynamic| {
             let args = argv("cmd", &args)?;
             config_step(&image, site, ConfigChange::Cmd(args), &options)
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "shell",
+        &["force_build"],
+        |site, options, image: Image, args: Dynamic| {
+            let args = argv("shell", &args)?;
+            config_step(&image, site, ConfigChange::Shell(args), &options)
         }
     );
 }

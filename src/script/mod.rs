@@ -7,6 +7,7 @@
 
 mod api;
 mod options;
+mod secrets;
 
 use options::friendly_type;
 
@@ -87,7 +88,7 @@ impl CallError {
         self
     }
 
-    fn into_rhai(self, position: Position) -> Box<EvalAltResult> {
+    pub(super) fn into_rhai(self, position: Position) -> Box<EvalAltResult> {
         Box::new(EvalAltResult::ErrorRuntime(Dynamic::from(self), position))
     }
 }

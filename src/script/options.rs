@@ -4,6 +4,7 @@
 use rhai::{Dynamic, Map};
 
 use super::CallError;
+use crate::secret::Secret;
 use crate::suggest::did_you_mean;
 
 /// The options map of one call, checked against the keys that function
@@ -63,6 +64,28 @@ impl Options {
             Some(value) if value.is_string() => Ok(Some(value.to_string())),
             Some(value) => Err(self.type_error(key, "a string", value)),
         }
+    }
+
+    /// Accepts one secret or an array of secrets.
+    pub fn secrets(&self, key: &str) -> Result<Vec<Secret>, CallError> {
+        let Some(value) = self.map.get(key) else {
+            return Ok(Vec::new());
+        };
+        let expected = "a secret or an array of secrets, such as [secret(\"hf-token\")]";
+        if let Some(secret) = value.clone().try_cast::<Secret>() {
+            return Ok(vec![secret]);
+        }
+        let Some(items) = value.read_lock::<rhai::Array>().map(|array| array.clone()) else {
+            return Err(self.type_error(key, expected, value));
+        };
+        items
+            .into_iter()
+            .map(|item| {
+                let found = item.clone();
+                item.try_cast::<Secret>()
+                    .ok_or_else(|| self.type_error(key, expected, &found))
+            })
+            .collect()
     }
 
     pub fn strings(&self, key: &str) -> Result<Vec<String>, CallError> {
@@ -134,6 +157,7 @@ pub fn friendly_type(rhai_type: &str) -> String {
         "array" => "an array",
         "map" => "a map",
         "imgscript::image::Image" | "Image" => "an Image",
+        "imgscript::secret::Secret" | "Secret" => "a Secret",
         other => other,
     };
     name.to_string()
