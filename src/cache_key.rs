@@ -57,9 +57,10 @@ impl KeyEncoder {
     }
 }
 
-/// Computes the cache key of `layer`, given its parent's key and, for a base
-/// image, the id the reference resolved to in the local store.
-pub fn layer_key(layer: &Layer, parent_key: Option<&str>, base_image_id: Option<&str>) -> String {
+/// Computes the cache key of `layer`, given its parent's key and the key of
+/// what else it reads: for a base image, the id its reference resolved to in
+/// the local store, and for `copy_from`, the source image's cache key.
+pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str>) -> String {
     let mut encoder = KeyEncoder::new("layer");
     encoder.text("parent", parent_key.unwrap_or(""));
 
@@ -70,7 +71,7 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, base_image_id: Option<
                 BaseImage::Id(id) => ("id", id),
             };
             encoder.text("base", kind).text("reference", reference);
-            encoder.text("image-id", base_image_id.unwrap_or(""));
+            encoder.text("image-id", input_key.unwrap_or(""));
         }
         Step::Run(run) => {
             encoder.text("step", "run").list("commands", &run.commands);
@@ -85,6 +86,13 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, base_image_id: Option<
             }
         }
         Step::Config(change) => encode_config_change(&mut encoder, change),
+        Step::CopyFrom(copy) => {
+            encoder
+                .text("step", "copy-from")
+                .text("source", input_key.unwrap_or(""))
+                .text("source-path", &copy.source_path)
+                .text("destination", &copy.destination);
+        }
         Step::Copy(copy) => {
             encoder
                 .text("step", "copy")

@@ -79,11 +79,16 @@ impl<'a> Executor<'a> {
                         .key
                         .as_deref()
                         .expect("bases are pulled before building");
+                    let source_id = step
+                        .source
+                        .and_then(|source| images[source].as_ref().map(|image| image.id.clone()));
                     let parent = step.parent.and_then(|parent| images[parent].as_mut());
                     self.progress
                         .step_started(&location, &description, reason.describe());
                     let started = Instant::now();
-                    let built = self.build_step(&step.layer, key, parent).await?;
+                    let built = self
+                        .build_step(&step.layer, key, parent, source_id.as_deref())
+                        .await?;
                     self.cache_index.record(key, &built.id);
                     self.docker.discard_commits().await;
                     self.docker.remove_stale(step.stale_images()).await;
@@ -143,6 +148,7 @@ impl<'a> Executor<'a> {
         layer: &Arc<Layer>,
         key: &str,
         parent: Option<&mut StepImage>,
+        source_id: Option<&str>,
     ) -> Result<StepImage, Error> {
         let parent = parent.expect("only base steps have no parent, and bases are never built");
         let parent_id = parent.id.clone();
@@ -151,6 +157,15 @@ impl<'a> Executor<'a> {
 
         match &layer.step {
             Step::Base(_) => unreachable!("base images are pulled, not built"),
+            Step::CopyFrom(copy) => {
+                let source_id = source_id.expect("copy_from sources are built before the step");
+                let archive = self
+                    .docker
+                    .export_path(source_id, &copy.source_path, &copy.destination)
+                    .await?;
+                let layers = self.docker.copy_step(&parent_id, archive).await?;
+                add_committed_layer(&mut config, &layers, &created_by);
+            }
             Step::Config(change) => {
                 apply_config_change(&mut config, change);
                 config.push_config_history(&created_by);
@@ -227,7 +242,7 @@ impl<'a> Executor<'a> {
 }
 
 /// Marks the steps whose image the build uses: every step to build, the
-/// parents they start from, and the targets. Other cached steps are skipped
+/// images it reads, and the targets. Other cached steps are skipped
 /// without a Docker call.
 fn needed_steps(plan: &Plan) -> Vec<bool> {
     let mut needed = vec![false; plan.steps.len()];
@@ -237,8 +252,8 @@ fn needed_steps(plan: &Plan) -> Vec<bool> {
     for (index, step) in plan.steps.iter().enumerate() {
         if matches!(step.status, Status::Build(_)) {
             needed[index] = true;
-            if let Some(parent) = step.parent {
-                needed[parent] = true;
+            for dependency in step.dependencies() {
+                needed[dependency] = true;
             }
         }
     }

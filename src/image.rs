@@ -78,6 +78,8 @@ pub enum Step {
     Config(ConfigChange),
     /// Local files baked into a layer (`copy: true`).
     Copy(CopyStep),
+    /// A path copied out of another image of the script (multi-stage builds).
+    CopyFrom(CopyFromStep),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +126,17 @@ pub struct CopyStep {
     pub destination: String,
 }
 
+#[derive(Debug, Clone)]
+pub struct CopyFromStep {
+    /// The last layer of the image the path is copied from.
+    pub source: Arc<Layer>,
+    /// Absolute path in the source image.
+    pub source_path: String,
+    /// Absolute path in this image; one ending in `/` receives the source
+    /// under its own name.
+    pub destination: String,
+}
+
 /// A local file or folder bind-mounted read-only into containers started
 /// from an image.
 #[derive(Debug, Clone)]
@@ -165,6 +178,12 @@ impl Layer {
                 "{} {} -> {}",
                 self.call.function,
                 copy.context.display_source(),
+                copy.destination
+            ),
+            Step::CopyFrom(copy) => format!(
+                "copy_from {} (image of {}) -> {}",
+                copy.source_path,
+                copy.source.call.location(),
                 copy.destination
             ),
         }

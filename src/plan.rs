@@ -47,6 +47,8 @@ pub enum Status {
 pub struct PlannedStep {
     pub layer: Arc<Layer>,
     pub parent: Option<usize>,
+    /// The step whose image `copy_from` copies out of.
+    pub source: Option<usize>,
     /// Unknown while the base image below it is missing.
     pub key: Option<String>,
     pub status: Status,
@@ -72,6 +74,12 @@ pub struct Plan {
 }
 
 impl PlannedStep {
+    /// The steps whose images this step reads: its parent and, for
+    /// `copy_from`, its source.
+    pub fn dependencies(&self) -> impl Iterator<Item = usize> {
+        self.parent.into_iter().chain(self.source)
+    }
+
     /// Older images that hold this step's key and that a rebuild replaces.
     pub fn stale_images(&self) -> &[String] {
         match (&self.status, &self.layer.step) {
@@ -133,9 +141,16 @@ impl Plan {
             let index = match index_of.get(&pointer) {
                 Some(index) => *index,
                 None => {
+                    // A copy_from source comes before the step, so every
+                    // step follows all the steps it reads.
+                    let source = match &link.step {
+                        Step::CopyFrom(copy) => Some(self.add_chain(&copy.source, index_of)),
+                        _ => None,
+                    };
                     self.steps.push(PlannedStep {
                         layer: Arc::clone(&link),
                         parent,
+                        source,
                         key: None,
                         status: Status::Build(Reason::NotCached),
                         candidates: Vec::new(),
@@ -169,6 +184,17 @@ impl Plan {
                     }
                     None => None,
                 },
+                (Step::CopyFrom(_), Some(parent)) => {
+                    let source = self.steps[index]
+                        .source
+                        .expect("copy_from steps have a source");
+                    match (&self.steps[parent].key, &self.steps[source].key) {
+                        (Some(parent_key), Some(source_key)) => {
+                            Some(layer_key(&layer, Some(parent_key), Some(source_key)))
+                        }
+                        _ => None,
+                    }
+                }
                 (_, Some(parent)) => self.steps[parent]
                     .key
                     .as_deref()
@@ -263,9 +289,10 @@ impl Plan {
         for index in 0..self.steps.len() {
             let step = &self.steps[index];
             // A forced base is not rebuilt, but the steps after it are.
-            let parent_rebuilds = step.parent.is_some_and(|parent| {
-                let parent = &self.steps[parent];
-                matches!(parent.status, Status::Build(_)) || (is_base(parent) && forced(parent))
+            let parent_rebuilds = step.dependencies().any(|dependency| {
+                let dependency = &self.steps[dependency];
+                matches!(dependency.status, Status::Build(_))
+                    || (is_base(dependency) && forced(dependency))
             });
 
             let status = match step.candidates.first() {
@@ -285,12 +312,13 @@ impl Plan {
     }
 
     /// Returns a cached step whose image the build will use and that has
-    /// not been checked yet: a target, or the parent of a step to build.
+    /// not been checked yet: a target, or a dependency of a step to build.
     fn next_unverified(&self) -> Option<usize> {
-        let used_by_build = self.steps.iter().filter_map(|step| match step.status {
-            Status::Build(_) => step.parent,
-            Status::Cached { .. } => None,
-        });
+        let used_by_build = self
+            .steps
+            .iter()
+            .filter(|step| matches!(step.status, Status::Build(_)))
+            .flat_map(PlannedStep::dependencies);
         let targets = self.targets.iter().map(|target| target.step);
         used_by_build.chain(targets).find(|&index| {
             matches!(self.steps[index].status, Status::Cached { .. }) && !self.steps[index].verified

@@ -703,3 +703,91 @@ fn stale_index_entries_fall_back_to_listing() {
     assert_eq!(image_id(&lost), image_id(&first));
     assert!(!lost.stderr.contains("(building"), "{}", lost.stderr);
 }
+
+#[test]
+fn copy_from_copies_between_images() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    let script_text = |builder_text: &str| {
+        format!(
+            r#"let builder = debian_slim("3.11")
+    .run_commands(["mkdir -p /src/dist/sub && echo {builder_text} > /src/dist/app.txt && echo deep > /src/dist/sub/deep.txt && ln -s app.txt /src/dist/link && echo tool > /src/tool"]);
+
+debian_slim("3.11")
+    .env(#{{ NONCE: "{nonce}" }})
+    .copy_from(builder, "/src/dist", "/app/dist")
+    .copy_from(builder, "/src/tool", "/usr/local/bin/")
+    .copy_from(builder, "/src/tool", "/opt/renamed")"#
+        )
+    };
+    let script = script_with(&workspace, &script_text("one"));
+    build(&script, &[]);
+
+    let listing = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "find /app /usr/local/bin/tool /opt/renamed | sort; cat /app/dist/link; readlink /app/dist/link",
+    ]));
+    assert_eq!(listing.code, 0, "{}", listing.stderr);
+    assert_eq!(
+        listing.stdout,
+        "/app\n/app/dist\n/app/dist/app.txt\n/app/dist/link\n/app/dist/sub\n/app/dist/sub/deep.txt\n/opt/renamed\n/usr/local/bin/tool\none\napp.txt\n"
+    );
+
+    // A change in the source image rebuilds the copies, not the steps before them.
+    script_with(&workspace, &script_text("two"));
+    let rebuilt = build(&script, &[]);
+    assert!(
+        rebuilt.stderr.contains("env NONCE (cached)"),
+        "{}",
+        rebuilt.stderr
+    );
+    assert_eq!(
+        rebuilt.stderr.matches("copy_from /src").count(),
+        3,
+        "{}",
+        rebuilt.stderr
+    );
+    assert!(
+        rebuilt.stderr.contains("copy_from /src/dist (image of")
+            && rebuilt
+                .stderr
+                .contains("-> /app/dist (building: an earlier step is rebuilt)"),
+        "{}",
+        rebuilt.stderr
+    );
+    let content = docker(&[
+        "run",
+        "--rm",
+        &image_id(&rebuilt),
+        "cat",
+        "/app/dist/app.txt",
+    ]);
+    assert_eq!(content, "two");
+}
+
+#[test]
+fn copy_from_missing_path_fails() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"let builder = debian_slim("3.11").env(#{{ N: "{}" }}); debian_slim("3.11").copy_from(builder, "/missing", "/x")"#,
+            nonce()
+        ),
+    );
+    let containers_before = all_containers();
+    let result = run(imgscript().arg("run").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("/missing does not exist in that image"),
+        "{}",
+        result.stderr
+    );
+    assert_eq!(all_containers(), containers_before);
+}

@@ -133,6 +133,16 @@ fn missing_script_is_a_usage_error() {
 }
 
 #[test]
+fn copy_from_relative_path() {
+    let stderr = check_error("let b = debian_slim(\"3.11\");\ndebian_slim(\"3.11\").copy_from(b, \"src/dist\", \"/app\")\n");
+    assert!(
+        stderr.contains("the source path of copy_from must be absolute, found \"src/dist\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("such as \"/src/dist\""), "{stderr}");
+}
+
+#[test]
 fn script_must_end_with_image() {
     insta::assert_snapshot!(check_error("let image = debian_slim(\"3.11\");\n"));
 }

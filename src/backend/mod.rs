@@ -16,9 +16,10 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect};
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListImagesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    CommitContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    ImportImageOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tracing::{debug, trace};
@@ -28,7 +29,7 @@ use crate::reference::{registry_of, split_tag};
 use crate::secret::SECRETS_PATH;
 pub use image_config::ImageConfig;
 use image_config::{layers_digest, KEY_LABEL, LAYERS_LABEL};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The default address when DOCKER_HOST is unset.
 const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
@@ -455,6 +456,54 @@ impl Docker {
         result
     }
 
+    /// Reads `source_path` out of `image` as a tar archive whose entries are
+    /// renamed to sit at `destination`, ready for [`Docker::copy_step`]. A
+    /// destination ending in `/` receives the source under its own name, as
+    /// Docker's `COPY --from` does.
+    pub async fn export_path(
+        &self,
+        image: &str,
+        source_path: &str,
+        destination: &str,
+    ) -> Result<Vec<u8>, Error> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(Vec::new()),
+            cmd: Some(vec!["imgscript-copy-never-started".to_string()]),
+            ..ContainerCreateBody::default()
+        };
+        let container = self.create_container(body).await?;
+        let result = async {
+            let options = DownloadFromContainerOptionsBuilder::default()
+                .path(source_path)
+                .build();
+            let mut stream = self
+                .client
+                .download_from_container(&container, Some(options));
+            let mut archive = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|error| match error {
+                    BollardError::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => Error::docker(
+                        format!("copying {source_path} out of image {image}"),
+                        format!("{source_path} does not exist in that image"),
+                    ),
+                    other => {
+                        Error::docker(format!("copying {source_path} out of image {image}"), other)
+                    }
+                })?;
+                archive.extend_from_slice(&chunk);
+            }
+            relocate_archive(&archive, source_path, destination).map_err(|error| {
+                Error::docker(format!("copying {source_path} out of image {image}"), error)
+            })
+        }
+        .await;
+        self.remove_container(&container).await;
+        result
+    }
+
     /// Commits a container and returns the committed image's layer list.
     /// The committed image is kept only until [`Docker::discard_commits`]
     /// runs. A container that changed nothing gets no new layer: Docker
@@ -593,6 +642,57 @@ impl Docker {
         self.remove_container(&container).await;
         result
     }
+}
+
+/// Rewrites the archive Docker returns for `source_path` (whose entries start
+/// with the path's last component) so its entries start at `destination`.
+fn relocate_archive(
+    archive: &[u8],
+    source_path: &str,
+    destination: &str,
+) -> std::io::Result<Vec<u8>> {
+    let source_name = source_path
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default();
+    let destination = destination.trim_start_matches('/');
+    let root = match destination.strip_suffix('/') {
+        Some("") => source_name.to_string(),
+        Some(folder) => format!("{folder}/{source_name}"),
+        None => destination.to_string(),
+    };
+    let relocate = |name: &Path| -> PathBuf {
+        match name.strip_prefix(source_name) {
+            Ok(rest) if rest.as_os_str().is_empty() => PathBuf::from(&root),
+            Ok(rest) => Path::new(&root).join(rest),
+            Err(_) => Path::new(&root).join(name),
+        }
+    };
+
+    let mut input = tar::Archive::new(archive);
+    let mut output = tar::Builder::new(Vec::new());
+    for entry in input.entries()? {
+        let mut entry = entry?;
+        let path = relocate(&entry.path()?);
+        let mut header = entry.header().clone();
+        if header.entry_type().is_hard_link() {
+            let target = entry
+                .link_name()?
+                .map(|link| relocate(&link))
+                .unwrap_or_default();
+            output.append_link(&mut header, &path, target)?;
+        } else if header.entry_type().is_symlink() {
+            let target = entry
+                .link_name()?
+                .map(|link| link.into_owned())
+                .unwrap_or_default();
+            output.append_link(&mut header, &path, target)?;
+        } else {
+            output.append_data(&mut header, &path, &mut entry)?;
+        }
+    }
+    output.into_inner()
 }
 
 fn handle_output_line(

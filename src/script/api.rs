@@ -16,8 +16,8 @@ use super::options::{argv, required_list, Options};
 use super::CallError;
 use crate::context::{ContextError, LocalContext};
 use crate::image::{
-    BaseImage, CallSite, ConfigChange, CopyStep, Image, Layer, LocalMount, RunStep, ScriptSource,
-    Step,
+    BaseImage, CallSite, ConfigChange, CopyFromStep, CopyStep, Image, Layer, LocalMount, RunStep,
+    ScriptSource, Step,
 };
 use crate::render::{self, PipOptions};
 
@@ -38,6 +38,7 @@ const USAGE: &[(&str, &str)] = &[
     ("cmd", "`image.cmd([\"python\", \"main.py\"])`, with an optional options map"),
     ("add_local_file", "`image.add_local_file(\"./config.toml\", \"/etc/app/config.toml\")`, with an optional options map"),
     ("add_local_dir", "`image.add_local_dir(\"./src\", \"/app\")`, with an optional options map"),
+    ("copy_from", "`image.copy_from(builder, \"/src/dist\", \"/app/dist\")`, with an optional options map"),
     ("shell", "`image.shell([\"/bin/bash\", \"-c\"])`, with an optional options map"),
     ("tag", "`image.tag(\"myapp:latest\")`"),
     ("secret", "`secret(\"name\")`, which reads ~/.config/imgscript/secrets/name.env"),
@@ -135,6 +136,7 @@ pub fn register(engine: &mut Engine, script: Arc<ScriptSource>) {
     register_config_steps(engine, &builders);
     register_local_files(engine, &builders);
     super::secrets::register(engine, &builders);
+    register_copy_from(engine, &builders);
 
     engine.register_fn(
         "tag",
@@ -567,6 +569,46 @@ fn add_local(
         mounts: Arc::new(mounts),
         tag: None,
     })
+}
+
+fn register_copy_from(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "copy_from",
+        &["force_build"],
+        |site,
+         options,
+         image: Image,
+         source: Image,
+         source_path: ImmutableString,
+         destination: ImmutableString| {
+            for (what, path) in [("source path", &source_path), ("destination", &destination)] {
+                if !path.starts_with('/') {
+                    return Err(CallError::new(format!(
+                        "the {what} of copy_from must be absolute, found {path:?}"
+                    ))
+                    .with_label("relative path")
+                    .with_help(format!(
+                        "write it from the root, such as \"/{}\"",
+                        path.trim_start_matches("./")
+                    )));
+                }
+            }
+            check_no_attached_files(&image, "copy_from")?;
+            let step = CopyFromStep {
+                source: Arc::clone(&source.layer),
+                source_path: source_path.to_string(),
+                destination: destination.to_string(),
+            };
+            Ok(child(
+                &image,
+                site,
+                Step::CopyFrom(step),
+                options.bool("force_build")?,
+            ))
+        }
+    );
 }
 
 fn context_error(error: ContextError) -> CallError {
