@@ -125,6 +125,9 @@ fn encode_config_change(encoder: &mut KeyEncoder, change: &ConfigChange) {
         ConfigChange::Shell(args) => {
             encoder.text("change", "shell").list("args", args);
         }
+        ConfigChange::User(user) => {
+            encoder.text("change", "user").text("user", user);
+        }
     }
 }
 

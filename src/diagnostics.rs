@@ -122,9 +122,9 @@ impl Error {
     }
 }
 
-/// Returns the span of the identifier that starts at `line`:`column` (both
-/// 1-based, columns counted in characters, as Rhai counts them), or a
-/// one-character span where no identifier starts there.
+/// Returns the span of the identifier or quoted string that starts at
+/// `line`:`column` (both 1-based, columns counted in characters, as Rhai
+/// counts them), or a one-character span where neither starts there.
 pub fn span_at(text: &str, line: usize, column: usize) -> SourceSpan {
     let line_start: usize = text
         .split_inclusive('\n')
@@ -145,10 +145,14 @@ pub fn span_at(text: &str, line: usize, column: usize) -> SourceSpan {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .map(char::len_utf8)
         .sum();
-    let length = if identifier_length > 0 {
-        identifier_length
-    } else {
-        rest.chars().next().map_or(0, char::len_utf8)
+    let quoted_length = rest
+        .strip_prefix('"')
+        .and_then(|inner| inner.find('"'))
+        .map(|end| end + 2);
+    let length = match (identifier_length, quoted_length) {
+        (0, Some(quoted)) => quoted,
+        (0, None) => rest.chars().next().map_or(0, char::len_utf8),
+        (identifier, _) => identifier,
     };
     SourceSpan::new(start.into(), length)
 }
@@ -187,6 +191,16 @@ mod tests {
         assert_eq!(
             &text[span.offset()..span.offset() + span.len()],
             "apt_install"
+        );
+    }
+
+    #[test]
+    fn span_covers_quoted_string() {
+        let text = "import \"./lib/common\" as common;";
+        let span = span_at(text, 1, 8);
+        assert_eq!(
+            &text[span.offset()..span.offset() + span.len()],
+            "\"./lib/common\""
         );
     }
 

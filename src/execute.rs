@@ -283,5 +283,6 @@ fn apply_config_change(config: &mut ImageConfig, change: &ConfigChange) {
         ConfigChange::Entrypoint(args) => config.set_entrypoint(args),
         ConfigChange::Cmd(args) => config.set_cmd(args),
         ConfigChange::Shell(args) => config.set_shell(args),
+        ConfigChange::User(user) => config.set_user(user),
     }
 }

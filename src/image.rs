@@ -117,6 +117,9 @@ pub enum ConfigChange {
     Cmd(Vec<String>),
     /// The shell that the image's shell-form commands run with.
     Shell(Vec<String>),
+    /// The user (name or uid, with an optional group) that later steps and
+    /// containers run as.
+    User(String),
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,7 @@ impl Layer {
                 ConfigChange::Entrypoint(args) => format!("entrypoint {args:?}"),
                 ConfigChange::Cmd(args) => format!("cmd {args:?}"),
                 ConfigChange::Shell(args) => format!("shell {args:?}"),
+                ConfigChange::User(user) => format!("user {user}"),
             },
             Step::Copy(copy) => format!(
                 "{} {} -> {}",

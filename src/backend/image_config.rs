@@ -135,11 +135,18 @@ impl ImageConfig {
     }
 
     /// Sets variables, replacing those of the same name in place and
-    /// appending new ones, as Docker's `ENV` does.
+    /// appending new ones, as Docker's `ENV` does. As there, `$NAME` and
+    /// `${NAME}` in a value expand to the variable's value before this step
+    /// (empty when unset), and `\$` is a literal `$`.
     pub fn set_env(&mut self, vars: &BTreeMap<String, String>) {
         let mut env = self.env();
+        let before: BTreeMap<String, String> = env
+            .iter()
+            .filter_map(|entry| entry.split_once('='))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         for (name, value) in vars {
-            let entry = format!("{name}={value}");
+            let entry = format!("{name}={}", expand_variables(value, &before));
             let prefix = format!("{name}=");
             match env
                 .iter_mut()
@@ -166,6 +173,10 @@ impl ImageConfig {
 
     pub fn set_cmd(&mut self, args: &[String]) {
         self.config().insert("Cmd".into(), json!(args));
+    }
+
+    pub fn set_user(&mut self, user: &str) {
+        self.config().insert("User".into(), json!(user));
     }
 
     pub fn set_shell(&mut self, args: &[String]) {
@@ -278,6 +289,41 @@ impl ImageConfig {
         }
         archive.into_inner().expect("writing to memory cannot fail")
     }
+}
+
+/// Expands `$NAME` and `${NAME}` from `env`; `\$` stays a literal `$`.
+fn expand_variables(value: &str, env: &BTreeMap<String, String>) -> String {
+    let is_name_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut expanded = String::new();
+    let mut rest = value;
+    while let Some(index) = rest.find(['$', '\\']) {
+        expanded.push_str(&rest[..index]);
+        let tail = &rest[index..];
+        if let Some(after) = tail.strip_prefix("\\$") {
+            expanded.push('$');
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${").filter(|after| after.contains('}')) {
+            let end = after.find('}').expect("checked above");
+            expanded.push_str(env.get(&after[..end]).map_or("", String::as_str));
+            rest = &after[end + 1..];
+        } else if tail.starts_with('$')
+            && tail[1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        {
+            let name_length = tail[1..]
+                .find(|c: char| !is_name_char(c))
+                .unwrap_or(tail.len() - 1);
+            expanded.push_str(
+                env.get(&tail[1..1 + name_length])
+                    .map_or("", String::as_str),
+            );
+            rest = &tail[1 + name_length..];
+        } else {
+            expanded.push_str(&tail[..1]);
+            rest = &tail[1..];
+        }
+    }
+    expanded.push_str(rest);
+    expanded
 }
 
 /// Returns the SHA-256 of a layer list, as stored in [`LAYERS_LABEL`].
@@ -402,6 +448,26 @@ mod tests {
             ("B".to_string(), "3".to_string()),
         ]));
         assert_eq!(config.env(), ["PATH=/bin", "A=2", "B=3"]);
+    }
+
+    #[test]
+    fn env_values_expand_earlier_variables() {
+        let env = BTreeMap::from([
+            ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+            ("HOME".to_string(), "/root".to_string()),
+        ]);
+        let cases = [
+            ("/venv/bin:$PATH", "/venv/bin:/usr/bin:/bin"),
+            ("${HOME}/.local", "/root/.local"),
+            ("$UNSET-x", "-x"),
+            ("price \\$5", "price $5"),
+            ("100%$", "100%$"),
+            ("a\\b", "a\\b"),
+            ("${PATH", "${PATH"),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(expand_variables(value, &env), expected, "{value}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext};
 
+use super::modules::Sources;
 use super::options::{argv, required_list, Options};
 use super::CallError;
 use crate::context::{ContextError, LocalContext};
@@ -38,6 +39,7 @@ const USAGE: &[(&str, &str)] = &[
     ("cmd", "`image.cmd([\"python\", \"main.py\"])`, with an optional options map"),
     ("add_local_file", "`image.add_local_file(\"./config.toml\", \"/etc/app/config.toml\")`, with an optional options map"),
     ("add_local_dir", "`image.add_local_dir(\"./src\", \"/app\")`, with an optional options map"),
+    ("user", "`image.user(\"app\")`, with an optional options map"),
     ("copy_from", "`image.copy_from(builder, \"/src/dist\", \"/app/dist\")`, with an optional options map"),
     ("shell", "`image.shell([\"/bin/bash\", \"-c\"])`, with an optional options map"),
     ("tag", "`image.tag(\"myapp:latest\")`"),
@@ -73,13 +75,19 @@ const PIP_OPTIONS: &[&str] = &[
 #[derive(Clone)]
 pub(super) struct Builders {
     script: Arc<ScriptSource>,
+    /// The script and its modules, to find the text a call is in.
+    sources: Arc<Sources>,
 }
 
 impl Builders {
     pub(super) fn call_site(&self, context: &NativeCallContext, function: &str) -> CallSite {
         let position = context.call_position();
+        let script = context
+            .call_source()
+            .and_then(|name| self.sources.get(name))
+            .unwrap_or_else(|| Arc::clone(&self.script));
         CallSite {
-            script: Arc::clone(&self.script),
+            script,
             line: position.line().unwrap_or(1),
             column: position.position().unwrap_or(1),
             function: function.to_string(),
@@ -127,9 +135,9 @@ macro_rules! register {
     }};
 }
 
-pub fn register(engine: &mut Engine, script: Arc<ScriptSource>) {
+pub fn register(engine: &mut Engine, script: Arc<ScriptSource>, sources: Arc<Sources>) {
     engine.register_type_with_name::<Image>("Image");
-    let builders = Builders { script };
+    let builders = Builders { script, sources };
 
     register_bases(engine, &builders);
     register_run_steps(engine, &builders);
@@ -475,6 +483,21 @@ fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         |site, options, image: Image, args: Dynamic| {
             let args = argv("shell", &args)?;
             config_step(&image, site, ConfigChange::Shell(args), &options)
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "user",
+        &["force_build"],
+        |site, options, image: Image, user: ImmutableString| {
+            if user.trim().is_empty() {
+                return Err(CallError::new(
+                    "user needs a user name or uid, such as \"app\" or \"1000:1000\"",
+                )
+                .with_label("empty user"));
+            }
+            config_step(&image, site, ConfigChange::User(user.to_string()), &options)
         }
     );
 }

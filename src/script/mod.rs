@@ -6,6 +6,7 @@
 //! [`ScriptError`]s that point at the script.
 
 mod api;
+mod modules;
 mod options;
 mod secrets;
 
@@ -20,6 +21,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use crate::diagnostics::{span_at, ScriptError};
 use crate::image::{Image, ScriptSource};
 use crate::suggest::did_you_mean;
+use modules::{ScriptModules, Sources};
 
 pub use api::builder_names;
 
@@ -139,18 +141,26 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
 }
 
 fn evaluate(script: Arc<ScriptSource>) -> Result<Target, Box<ScriptError>> {
+    let sources = Arc::new(Sources::default());
+    let name = modules::source_name(&script.path);
+    sources.insert(name.clone(), Arc::clone(&script));
+
     let mut engine = Engine::new();
     engine.set_max_expr_depths(MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_DEPTH);
     engine.set_fail_on_invalid_map_property(true);
     engine.set_strict_variables(true);
-    api::register(&mut engine, Arc::clone(&script));
+    engine.set_module_resolver(ScriptModules::new(
+        Arc::clone(&sources),
+        script.folder.clone(),
+    ));
+    api::register(&mut engine, Arc::clone(&script), Arc::clone(&sources));
 
-    let ast = engine
+    let to_error = |error: &EvalAltResult| to_script_error(&sources, &script, error);
+    let mut ast = engine
         .compile(&script.text)
-        .map_err(|error| to_script_error(&script, &EvalAltResult::from(error)))?;
-    let value: Dynamic = engine
-        .eval_ast(&ast)
-        .map_err(|error| to_script_error(&script, &error))?;
+        .map_err(|error| to_error(&EvalAltResult::from(error)))?;
+    ast.set_source(name.as_str());
+    let value: Dynamic = engine.eval_ast(&ast).map_err(|error| to_error(&error))?;
 
     target_from(&script, value)
 }
@@ -211,15 +221,28 @@ fn target_from(script: &ScriptSource, value: Dynamic) -> Result<Target, Box<Scri
 }
 
 /// Turns any Rhai error into a diagnostic that points at the script.
-fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptError> {
-    // Errors raised inside script-defined functions arrive wrapped, and the
-    // innermost one carries the real cause and position.
+fn to_script_error(
+    sources: &Sources,
+    main: &Arc<ScriptSource>,
+    error: &EvalAltResult,
+) -> Box<ScriptError> {
+    // Errors raised inside functions and modules arrive wrapped, and the
+    // innermost one carries the real cause and position. Its position is in
+    // the text of the last function or module passed on the way in.
     let mut error = error;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-    | EvalAltResult::ErrorInModule(_, inner, _) = error
-    {
+    let mut script = Arc::clone(main);
+    loop {
+        let (source, inner) = match error {
+            EvalAltResult::ErrorInFunctionCall(_, source, inner, _) => (source, inner),
+            EvalAltResult::ErrorInModule(source, inner, _) => (source, inner),
+            _ => break,
+        };
+        if let Some(found) = sources.get(source) {
+            script = found;
+        }
         error = inner;
     }
+    let script = script.as_ref();
 
     let position = error.position();
     let (line, column) = (
@@ -253,6 +276,10 @@ fn to_script_error(script: &ScriptSource, error: &EvalAltResult) -> Box<ScriptEr
         }
         EvalAltResult::ErrorVariableNotFound(name, _) => {
             describe_undefined_variable(name, &mut diagnostic);
+        }
+        EvalAltResult::ErrorModuleNotFound(detail, _) => {
+            diagnostic.message = format!("module not found: {detail}");
+            diagnostic.label = "imported here".into();
         }
         other => {
             diagnostic.message = other.to_string();

@@ -1,0 +1,200 @@
+//! `import` of script files and of the standard library in `stdlib/`.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn imported_module_builds_from_any_folder() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    workspace.write(
+        "project/lib/common.img",
+        &format!(
+            "fn base() {{\n    debian_slim(\"3.11\").env(#{{ FROM_MODULE: \"{nonce}\" }})\n}}\n"
+        ),
+    );
+    let script = workspace.write(
+        "project/build.img",
+        "import \"./lib/common\" as common;\ncommon::base()\n",
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+
+    let result = run(imgscript()
+        .current_dir(elsewhere.path())
+        .arg("run")
+        .arg(&script));
+
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let module_path = workspace.path().join("project/lib/common.img");
+    assert!(
+        result
+            .stderr
+            .contains(&format!("[{}:2:25] env FROM_MODULE", module_path.display())),
+        "{}",
+        result.stderr
+    );
+    let env = inspect(&image_id(&result), "{{json .Config.Env}}");
+    assert!(env.contains(&format!("FROM_MODULE={nonce}")), "{env}");
+}
+
+#[test]
+fn error_in_module_points_at_module() {
+    let workspace = Workspace::new();
+    workspace.write(
+        "lib/steps.img",
+        "fn broken(image) {\n    image.apt_instal([\"git\"])\n}\n",
+    );
+    let script = workspace.write(
+        "build.img",
+        "import \"./lib/steps\" as steps;\nsteps::broken(debian_slim(\"3.11\"))\n",
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    let module_path = workspace.path().join("lib/steps.img");
+    assert!(
+        result
+            .stderr
+            .contains(&format!("[{}:2:11]", module_path.display())),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("did you mean `apt_install`?"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn missing_module_names_paths() {
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        "import \"./lib/absent\" as absent;\nabsent::x()\n",
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    let expected = workspace.path().join("lib/absent.img");
+    assert!(
+        result
+            .stderr
+            .contains(&format!("there is no file {}", expected.display())),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn unknown_stdlib_module_suggests_name() {
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        "import \"pyton\" as python;\ndebian_slim(\"3.11\")\n",
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("did you mean \"python\"?"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[test]
+fn circular_import_is_an_error() {
+    let workspace = Workspace::new();
+    workspace.write("a.img", "import \"./b\" as b;\nfn x() { 1 }\n");
+    workspace.write("b.img", "import \"./a\" as a;\nfn y() { 2 }\n");
+    let script = workspace.write("build.img", "import \"./a\" as a;\ndebian_slim(\"3.11\")\n");
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("imports itself"),
+        "{}",
+        result.stderr
+    );
+}
+
+/// Returns the example script in a stdlib module's header: the comment
+/// lines indented by four spaces.
+fn stdlib_example(module: &str) -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("stdlib/{module}.img"));
+    let text = std::fs::read_to_string(path).unwrap();
+    let example: Vec<&str> = text
+        .lines()
+        .take_while(|line| line.starts_with("//"))
+        .filter_map(|line| line.strip_prefix("//     "))
+        .collect();
+    assert!(!example.is_empty(), "stdlib/{module}.img has no example");
+    example.join("\n")
+}
+
+#[test]
+fn users_example_runs_as_user() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write("build.img", &stdlib_example("users"));
+    let result = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; pwd; touch ok",
+    ]));
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_eq!(result.stdout, "1000\n1000\n/home/app\n");
+}
+
+#[test]
+fn python_example_uses_venv() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write("build.img", &stdlib_example("python"));
+    let result = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "python",
+        "-c",
+        "import sys; print(sys.prefix)",
+    ]));
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_eq!(result.stdout, "/opt/venv\n");
+}
+
+#[test]
+fn python_user_venv_belongs_to_user() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        "import \"python\" as python;\npython::user_venv(debian_slim(\"3.11\"), \"app\", 1000)\n    .run_commands([\"python -m pip --version > /home/app/pip.txt\"])\n",
+    );
+    let result = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "stat -c %U /home/app/.venv/bin/python; command -v python; cut -d' ' -f4 /home/app/pip.txt",
+    ]));
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_eq!(
+        result.stdout,
+        "app\n/home/app/.venv/bin/python\n/home/app/.venv/lib/python3.11/site-packages/pip\n"
+    );
+}
+
+#[test]
+fn users_rejects_non_integer_id() {
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        "import \"users\" as users;\nusers::add_user(debian_slim(\"3.11\"), \"app\", \"1000\")\n",
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("needs a positive integer id"),
+        "{}",
+        result.stderr
+    );
+}
