@@ -86,6 +86,15 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
             }
         }
         Step::Config(change) => encode_config_change(&mut encoder, change),
+        Step::Dockerfile(dockerfile) => {
+            encoder
+                .text("step", "dockerfile")
+                .text("dockerfile", &dockerfile.text)
+                .text("context", dockerfile.context.digest());
+            for (name, value) in &dockerfile.build_args {
+                encoder.text("build-arg", name).text("value", value);
+            }
+        }
         Step::CopyFrom(copy) => {
             encoder
                 .text("step", "copy-from")

@@ -104,11 +104,23 @@ impl LocalContext {
         written_as: &str,
         patterns: &[String],
     ) -> Result<Self, ContextError> {
+        let dockerignore = source.join(".dockerignore");
+        Self::dir_with_ignore_file(source, written_as, patterns, Some(&dockerignore))
+    }
+
+    /// Collects a folder's entries, leaving out those that `patterns` or the
+    /// lines of `ignore_file` (a `.dockerignore`, where it exists) match.
+    pub fn dir_with_ignore_file(
+        source: PathBuf,
+        written_as: &str,
+        patterns: &[String],
+        ignore_file: Option<&Path>,
+    ) -> Result<Self, ContextError> {
         let metadata = fs::metadata(&source).map_err(|error| missing_or_io(&source, error))?;
         if !metadata.is_dir() {
             return Err(ContextError::ExpectedDir { path: source });
         }
-        let matcher = ignore_matcher(&source, patterns)?;
+        let matcher = ignore_matcher(&source, patterns, ignore_file)?;
 
         let mut entries = vec![entry_for(&source, String::new(), &metadata)?];
         let mut excludes_any = false;
@@ -175,13 +187,24 @@ impl LocalContext {
         archive: &mut tar::Builder<W>,
         destination: &str,
     ) -> Result<(), ContextError> {
+        self.append_entries_to_archive(archive, destination, |_| true)
+    }
+
+    /// Appends the entries that `include` accepts, as
+    /// [`LocalContext::append_to_archive`] does.
+    pub fn append_entries_to_archive<W: io::Write>(
+        &self,
+        archive: &mut tar::Builder<W>,
+        destination: &str,
+        include: impl Fn(&ContextEntry) -> bool,
+    ) -> Result<(), ContextError> {
         let root = destination.trim_start_matches('/').trim_end_matches('/');
 
-        for entry in &self.entries {
-            let name = if entry.relative.is_empty() {
-                root.to_string()
-            } else {
-                format!("{root}/{}", entry.relative)
+        for entry in self.entries.iter().filter(|entry| include(entry)) {
+            let name = match (root.is_empty(), entry.relative.is_empty()) {
+                (_, true) => root.to_string(),
+                (true, false) => entry.relative.clone(),
+                (false, false) => format!("{root}/{}", entry.relative),
             };
             if name.is_empty() {
                 // The root folder itself when the destination is `/`.
@@ -238,17 +261,20 @@ fn append_entry<W: io::Write>(
     }
 }
 
-fn ignore_matcher(root: &Path, patterns: &[String]) -> Result<Gitignore, ContextError> {
+fn ignore_matcher(
+    root: &Path,
+    patterns: &[String],
+    ignore_file: Option<&Path>,
+) -> Result<Gitignore, ContextError> {
     let mut builder = GitignoreBuilder::new(root);
 
     for pattern in patterns {
         add_pattern(&mut builder, pattern)?;
     }
 
-    let dockerignore = root.join(".dockerignore");
-    if dockerignore.is_file() {
-        let text = fs::read_to_string(&dockerignore).map_err(|source| ContextError::Io {
-            path: dockerignore.clone(),
+    if let Some(dockerignore) = ignore_file.filter(|file| file.is_file()) {
+        let text = fs::read_to_string(dockerignore).map_err(|source| ContextError::Io {
+            path: dockerignore.to_path_buf(),
             source,
         })?;
         for line in text.lines().map(str::trim) {
@@ -473,6 +499,30 @@ mod tests {
             after_mode,
             "content did not change the digest"
         );
+    }
+
+    #[test]
+    fn archive_at_root_has_relative_names() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), "a").unwrap();
+        let context = LocalContext::dir(dir.path().to_path_buf(), ".", &[]).unwrap();
+        let mut archive = tar::Builder::new(Vec::new());
+        context.append_to_archive(&mut archive, "/").unwrap();
+        let bytes = archive.into_inner().unwrap();
+        let mut archive = tar::Archive::new(bytes.as_slice());
+        let names: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                entry
+                    .unwrap()
+                    .path()
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names, ["a.txt"]);
     }
 
     #[test]

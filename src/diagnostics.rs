@@ -38,6 +38,19 @@ pub struct StepFailed {
     pub span: SourceSpan,
 }
 
+/// A Dockerfile build that the engine reported as failed.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("Dockerfile build failed: {message}")]
+pub struct DockerfileFailed {
+    pub message: String,
+    #[help]
+    pub help: String,
+    #[source_code]
+    pub source_code: NamedSource<String>,
+    #[label("this Dockerfile failed to build")]
+    pub span: SourceSpan,
+}
+
 /// Everything that can stop a run, each as a diagnostic.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 pub enum Error {
@@ -48,6 +61,10 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     StepFailed(#[from] Box<StepFailed>),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    DockerfileFailed(#[from] Box<DockerfileFailed>),
 
     #[error("cannot connect to the Docker daemon at {address}")]
     #[diagnostic(help(

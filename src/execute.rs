@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepOutcome};
 use crate::cache_index::CacheIndex;
-use crate::diagnostics::{Error, StepFailed};
-use crate::image::{ConfigChange, Layer, Step};
+use crate::diagnostics::{DockerfileFailed, Error, StepFailed};
+use crate::image::{ConfigChange, DockerfileStep, Layer, Step};
 use crate::plan::{Plan, Status};
 use crate::progress::Progress;
 use crate::secret::{write_secret_file, SecretFile};
@@ -150,13 +150,16 @@ impl<'a> Executor<'a> {
         parent: Option<&mut StepImage>,
         source_id: Option<&str>,
     ) -> Result<StepImage, Error> {
-        let parent = parent.expect("only base steps have no parent, and bases are never built");
+        if let Step::Dockerfile(dockerfile) = &layer.step {
+            return self.build_dockerfile(layer, dockerfile, key).await;
+        }
+        let parent = parent.expect("only base and Dockerfile steps have no parent");
         let parent_id = parent.id.clone();
         let mut config = self.config_of(parent).await?.clone();
         let created_by = format!("imgscript: {}", layer.describe());
 
         match &layer.step {
-            Step::Base(_) => unreachable!("base images are pulled, not built"),
+            Step::Base(_) | Step::Dockerfile(_) => unreachable!("handled above"),
             Step::CopyFrom(copy) => {
                 let source_id = source_id.expect("copy_from sources are built before the step");
                 let archive = self
@@ -239,6 +242,126 @@ impl<'a> Executor<'a> {
             config: Some(config),
         })
     }
+}
+
+impl Executor<'_> {
+    /// Builds a Dockerfile with the engine's build endpoint, then loads the
+    /// result's config with the step's cache labels, as every step image
+    /// gets, and drops the image the build made.
+    async fn build_dockerfile(
+        &self,
+        layer: &Layer,
+        dockerfile: &DockerfileStep,
+        key: &str,
+    ) -> Result<StepImage, Error> {
+        let (archive, dockerfile_name) =
+            dockerfile_archive(dockerfile).map_err(|error| Error::Read {
+                path: dockerfile.context.source.clone(),
+                reason: error.to_string(),
+            })?;
+
+        let progress = self.progress;
+        let mut output = |line: &str| progress.step_output(line);
+        let built = match self
+            .docker
+            .build_dockerfile(
+                archive,
+                &dockerfile_name,
+                &dockerfile.build_args,
+                &mut output,
+            )
+            .await?
+        {
+            Ok(image_id) => image_id,
+            Err(failure) => {
+                return Err(Box::new(DockerfileFailed {
+                    message: failure.message,
+                    help: format!(
+                        "the last lines of its output:\n{}",
+                        failure.output_tail.join("\n")
+                    ),
+                    source_code: layer.call.named_source(),
+                    span: layer.call.span(),
+                })
+                .into())
+            }
+        };
+
+        let inspect = self
+            .docker
+            .inspect(&built)
+            .await?
+            .ok_or_else(|| Error::ImageIdNotFound {
+                reference: built.clone(),
+            })?;
+        let mut config = self.docker.image_config(&inspect).await?;
+        config.mark_cached(key);
+        let id = self.docker.load(&config).await?;
+        self.docker.remove_stale(std::slice::from_ref(&built)).await;
+        Ok(StepImage {
+            id,
+            config: Some(config),
+        })
+    }
+}
+
+/// Name a Dockerfile from outside its context gets inside the build archive.
+const ADDED_DOCKERFILE_NAME: &str = ".dockerfile.imgscript";
+
+/// Packs a Dockerfile's context and returns it with the Dockerfile's name in
+/// it. A Dockerfile inside its context is used where it is. One from outside
+/// is added under [`ADDED_DOCKERFILE_NAME`] and listed in the archive's
+/// `.dockerignore`, so the daemon drops it from the context after reading it
+/// and `COPY .` does not copy it, as the docker CLI does.
+fn dockerfile_archive(
+    dockerfile: &DockerfileStep,
+) -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {
+    let context = &dockerfile.context;
+    let mut archive = tar::Builder::new(Vec::new());
+    let inside = dockerfile
+        .path
+        .strip_prefix(&context.source)
+        .ok()
+        .map(|relative| relative.to_string_lossy().into_owned())
+        .filter(|relative| {
+            context
+                .entries
+                .iter()
+                .any(|entry| entry.relative == *relative)
+        });
+    if let Some(relative) = inside {
+        context.append_to_archive(&mut archive, "/")?;
+        return Ok((archive.into_inner()?, relative));
+    }
+
+    let dockerignore = context
+        .entries
+        .iter()
+        .find(|entry| entry.relative == ".dockerignore");
+    let mut ignore_text = match dockerignore {
+        Some(entry) => std::fs::read_to_string(&entry.absolute)?,
+        None => String::new(),
+    };
+    if !ignore_text.is_empty() && !ignore_text.ends_with('\n') {
+        ignore_text.push('\n');
+    }
+    ignore_text.push_str(ADDED_DOCKERFILE_NAME);
+    ignore_text.push('\n');
+
+    context
+        .append_entries_to_archive(&mut archive, "/", |entry| entry.relative != ".dockerignore")?;
+    append_file(&mut archive, ADDED_DOCKERFILE_NAME, &dockerfile.text)?;
+    append_file(&mut archive, ".dockerignore", &ignore_text)?;
+    Ok((archive.into_inner()?, ADDED_DOCKERFILE_NAME.to_string()))
+}
+
+fn append_file(archive: &mut tar::Builder<Vec<u8>>, name: &str, text: &str) -> std::io::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(crate::context::ARCHIVE_MTIME);
+    header.set_entry_type(tar::EntryType::Regular);
+    archive.append_data(&mut header, name, text.as_bytes())
 }
 
 /// Marks the steps whose image the build uses: every step to build, the

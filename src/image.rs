@@ -80,6 +80,9 @@ pub enum Step {
     Copy(CopyStep),
     /// A path copied out of another image of the script (multi-stage builds).
     CopyFrom(CopyFromStep),
+    /// An image built from a Dockerfile by the engine's build endpoint; like
+    /// a base, it has no parent.
+    Dockerfile(DockerfileStep),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +130,18 @@ pub struct CopyStep {
     pub context: Arc<LocalContext>,
     /// Absolute path in the image that the context's root is placed at.
     pub destination: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerfileStep {
+    /// Absolute path of the Dockerfile on this machine.
+    pub path: PathBuf,
+    /// The path as written in the script, for messages.
+    pub written_as: String,
+    pub text: String,
+    /// The build context, after its ignore rules.
+    pub context: Arc<LocalContext>,
+    pub build_args: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +199,7 @@ impl Layer {
                 copy.context.display_source(),
                 copy.destination
             ),
+            Step::Dockerfile(dockerfile) => format!("from_dockerfile {}", dockerfile.written_as),
             Step::CopyFrom(copy) => format!(
                 "copy_from {} (image of {}) -> {}",
                 copy.source_path,

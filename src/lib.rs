@@ -10,6 +10,7 @@ pub mod cache_key;
 pub mod cli;
 pub mod context;
 pub mod diagnostics;
+pub mod dockerfile;
 pub mod execute;
 pub mod image;
 pub mod plan;

@@ -199,7 +199,8 @@ impl Plan {
                     .key
                     .as_deref()
                     .map(|parent_key| layer_key(&layer, Some(parent_key), None)),
-                (_, None) => unreachable!("only base steps have no parent"),
+                (Step::Dockerfile(_), None) => Some(layer_key(&layer, None, None)),
+                (_, None) => unreachable!("only base and Dockerfile steps have no parent"),
             };
             self.steps[index].key = key;
         }

@@ -16,10 +16,10 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect};
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    ImportImageOptionsBuilder, ListImagesOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    BuildImageOptionsBuilder, CommitContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder, ListImagesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tracing::{debug, trace};
@@ -125,6 +125,13 @@ impl BuildEnvironment {
             ..HostConfig::default()
         }
     }
+}
+
+/// The message of a failed Dockerfile build and its last output lines.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub message: String,
+    pub output_tail: Vec<String>,
 }
 
 /// The failed command of a step, its exit code and its last output lines.
@@ -454,6 +461,62 @@ impl Docker {
         .await;
         self.remove_container(&container).await;
         result
+    }
+
+    /// Builds the Dockerfile named `dockerfile` inside the context
+    /// `archive` with the engine's classic builder, which removes its
+    /// intermediate containers whatever the outcome. Returns the built
+    /// image's id, or the failure the build reported.
+    pub async fn build_dockerfile(
+        &self,
+        archive: Vec<u8>,
+        dockerfile: &str,
+        build_args: &std::collections::BTreeMap<String, String>,
+        output: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Result<String, BuildFailure>, Error> {
+        let build_args: HashMap<&str, &str> = build_args
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .buildargs(&build_args)
+            .rm(true)
+            .forcerm(true)
+            .build();
+        let mut stream =
+            self.client
+                .build_image(options, None, Some(bollard::body_full(archive.into())));
+
+        let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
+        let mut image_id = None;
+        while let Some(item) = stream.next().await {
+            let info = match item {
+                Ok(info) => info,
+                Err(BollardError::DockerStreamError { error }) => {
+                    return Ok(Err(BuildFailure {
+                        message: error.trim().to_string(),
+                        output_tail: tail.into_iter().collect(),
+                    }))
+                }
+                Err(error) => return Err(Error::docker("building a Dockerfile", error)),
+            };
+            if let Some(text) = &info.stream {
+                for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                    if tail.len() == OUTPUT_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line.to_string());
+                    output(line);
+                }
+            }
+            if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                image_id = Some(id);
+            }
+        }
+        image_id
+            .map(Ok)
+            .ok_or_else(|| Error::docker("building a Dockerfile", "the build reported no image id"))
     }
 
     /// Reads `source_path` out of `image` as a tar archive whose entries are

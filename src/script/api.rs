@@ -17,8 +17,8 @@ use super::options::{argv, required_list, Options};
 use super::CallError;
 use crate::context::{ContextError, LocalContext};
 use crate::image::{
-    BaseImage, CallSite, ConfigChange, CopyFromStep, CopyStep, Image, Layer, LocalMount, RunStep,
-    ScriptSource, Step,
+    BaseImage, CallSite, ConfigChange, CopyFromStep, CopyStep, DockerfileStep, Image, Layer,
+    LocalMount, RunStep, ScriptSource, Step,
 };
 use crate::render::{self, PipOptions};
 
@@ -28,6 +28,7 @@ type BuilderResult = Result<Image, Box<EvalAltResult>>;
 const USAGE: &[(&str, &str)] = &[
     ("debian_slim", "`debian_slim()` or `debian_slim(\"3.11\")`, with an optional options map"),
     ("from_registry", "`from_registry(\"name:tag\")`, with an optional options map"),
+    ("from_dockerfile", "`from_dockerfile(\"./Dockerfile\")`, with an optional options map"),
     ("from_id", "`from_id(\"sha256:…\")`, with an optional options map"),
     ("apt_install", "`image.apt_install([\"git\", \"curl\"])`, with an optional options map"),
     ("pip_install", "`image.pip_install([\"requests==2.32.3\"])`, with an optional options map"),
@@ -145,6 +146,7 @@ pub fn register(engine: &mut Engine, script: Arc<ScriptSource>, sources: Arc<Sou
     register_local_files(engine, &builders);
     super::secrets::register(engine, &builders);
     register_copy_from(engine, &builders);
+    register_from_dockerfile(engine, &builders);
 
     engine.register_fn(
         "tag",
@@ -630,6 +632,92 @@ fn register_copy_from(engine: &mut Engine, builders: &Builders) {
                 Step::CopyFrom(step),
                 options.bool("force_build")?,
             ))
+        }
+    );
+}
+
+fn register_from_dockerfile(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "from_dockerfile",
+        &["context_dir", "build_args", "ignore", "force_build"],
+        |site, options, path: ImmutableString| {
+            let dockerfile_path = local_path(&site, &path);
+            let text = std::fs::read_to_string(&dockerfile_path).map_err(|error| {
+                CallError::new(format!("failed to read Dockerfile {}: {error}", dockerfile_path.display()))
+                    .with_label("unreadable Dockerfile")
+                    .with_help("relative paths are resolved against the script's folder, not the working directory")
+            })?;
+            let dockerfile_folder = dockerfile_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let (context_dir, context_written) = match options.string("context_dir")? {
+                Some(written) => (local_path(&site, &written), written),
+                None => (
+                    dockerfile_folder.clone(),
+                    dockerfile_folder.display().to_string(),
+                ),
+            };
+
+            // Docker's order: <Dockerfile>.dockerignore, then one beside the
+            // Dockerfile, then one in the context. An `ignore` option replaces them.
+            let patterns = options.strings("ignore")?;
+            let ignore_file = if options.contains("ignore") {
+                None
+            } else {
+                let mut beside = dockerfile_path.clone().into_os_string();
+                beside.push(".dockerignore");
+                [
+                    PathBuf::from(beside),
+                    dockerfile_folder.join(".dockerignore"),
+                    context_dir.join(".dockerignore"),
+                ]
+                .into_iter()
+                .find(|candidate| candidate.is_file())
+            };
+            let context = LocalContext::dir_with_ignore_file(
+                context_dir,
+                &context_written,
+                &patterns,
+                ignore_file.as_deref(),
+            )
+            .map_err(context_error)?;
+
+            let missing = crate::dockerfile::missing_sources(
+                &crate::dockerfile::copy_sources(&text),
+                &context,
+            );
+            if !missing.is_empty() {
+                return Err(CallError::new(format!(
+                    "the Dockerfile copies {} that the build context {} does not contain",
+                    missing.join(", "),
+                    context.source.display()
+                ))
+                .with_label("COPY sources missing")
+                .with_help(
+                    "check the paths, the context_dir option and the ignore rules (.dockerignore)",
+                ));
+            }
+
+            let step = DockerfileStep {
+                path: dockerfile_path,
+                written_as: path.to_string(),
+                text,
+                context: Arc::new(context),
+                build_args: options.string_map("build_args")?,
+            };
+            Ok(Image {
+                layer: Arc::new(Layer {
+                    parent: None,
+                    step: Step::Dockerfile(step),
+                    call: site,
+                    force_build: options.bool("force_build")?,
+                }),
+                mounts: Arc::new(Vec::new()),
+                tag: None,
+            })
         }
     );
 }

@@ -1,6 +1,8 @@
 //! Argument and option-map checks for builder functions, with messages that
 //! name the function, the option and the type that was expected.
 
+use std::collections::BTreeMap;
+
 use rhai::{Dynamic, Map};
 
 use super::CallError;
@@ -64,6 +66,30 @@ impl Options {
             Some(value) if value.is_string() => Ok(Some(value.to_string())),
             Some(value) => Err(self.type_error(key, "a string", value)),
         }
+    }
+
+    pub fn contains(&self, key: &str) -> bool {
+        self.map.contains_key(key)
+    }
+
+    /// Accepts a map of names to strings, numbers or bools, which become
+    /// strings.
+    pub fn string_map(&self, key: &str) -> Result<BTreeMap<String, String>, CallError> {
+        let Some(value) = self.map.get(key) else {
+            return Ok(BTreeMap::new());
+        };
+        let expected = "a map of names to strings, such as #{ VERSION: \"1.2\" }";
+        let Some(map) = value.read_lock::<rhai::Map>().map(|map| map.clone()) else {
+            return Err(self.type_error(key, expected, value));
+        };
+        let mut strings = BTreeMap::new();
+        for (name, item) in map {
+            if !(item.is_string() || item.is_int() || item.is_float() || item.is_bool()) {
+                return Err(self.type_error(key, expected, &item));
+            }
+            strings.insert(name.to_string(), item.to_string());
+        }
+        Ok(strings)
     }
 
     /// Accepts one secret or an array of secrets.
