@@ -61,7 +61,9 @@ enum Command {
     /// Show each layer with its script location, whether it is cached, and
     /// why it would be built.
     Plan {
+        /// The `.img` script.
         file: PathBuf,
+        /// Plan only this entry of a script that ends with a map of images.
         #[arg(long)]
         target: Option<String>,
         /// Plan as if every step were forced.
@@ -104,6 +106,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -144,7 +147,7 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             ca_bundle,
             command,
         } => {
-            let force_all = force_build || force_from_env();
+            let force_all = force_build || force_from_env()?;
             run(
                 &file,
                 target.as_deref(),
@@ -159,13 +162,25 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             file,
             target,
             force_build,
-        } => plan(&file, target.as_deref(), force_build || force_from_env()).await,
+        } => plan(&file, target.as_deref(), force_build || force_from_env()?).await,
         Command::Check { file } => check(&file),
     }
 }
 
-fn force_from_env() -> bool {
-    std::env::var("IMGSCRIPT_FORCE_BUILD").is_ok_and(|value| !value.is_empty() && value != "0")
+/// Reads IMGSCRIPT_FORCE_BUILD: 1, true, yes or on force every step; unset,
+/// empty, 0, false, no or off do not; any other value is a usage error.
+fn force_from_env() -> Result<bool, Error> {
+    let Ok(value) = std::env::var("IMGSCRIPT_FORCE_BUILD") else {
+        return Ok(false);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::Usage {
+            message: format!("invalid IMGSCRIPT_FORCE_BUILD value {value:?}"),
+            help: "set it to 1 to rebuild every step, or 0 (or unset it) to use the cache".into(),
+        }),
+    }
 }
 
 fn select_targets(
@@ -173,9 +188,13 @@ fn select_targets(
     target: Option<&str>,
 ) -> Result<Vec<(Option<String>, Image)>, Error> {
     let evaluated = script::evaluate_file(file)?;
+    let help = match &evaluated {
+        Target::Single(_) => "a script that ends with a single image is built without --target",
+        Target::Named(_) => "pass --target with one of the names in the script's final map",
+    };
     evaluated.select(target).map_err(|message| Error::Usage {
         message,
-        help: "pass --target with one of the names in the script's final map".into(),
+        help: help.into(),
     })
 }
 
@@ -350,6 +369,7 @@ async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<Exit
     for step in &plan.steps {
         let status = match &step.status {
             Status::Cached { .. } => "cached".to_string(),
+            Status::Build(Reason::BaseMissing) => "to pull: not in the local store".to_string(),
             Status::Build(reason) => format!("to build: {}", reason.describe()),
         };
         println!(
@@ -386,10 +406,16 @@ async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<Exit
         .iter()
         .filter(|step| step.status == Status::Build(Reason::BaseMissing))
         .count();
-    eprintln!(
-        "{} of {} steps to build, {missing_bases} base images to pull",
+    let mut summary = format!(
+        "{} of {} steps to build",
         plan.steps_to_build(),
         plan.steps.len()
     );
+    match missing_bases {
+        0 => {}
+        1 => summary.push_str(", 1 base image to pull"),
+        count => summary.push_str(&format!(", {count} base images to pull")),
+    }
+    eprintln!("{summary}");
     Ok(ExitCode::SUCCESS)
 }

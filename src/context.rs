@@ -78,10 +78,10 @@ pub enum EntryKind {
 }
 
 impl LocalContext {
-    /// Collects a single file.
+    /// Collects a single file. A symlink is followed, so the file's content
+    /// is what gets added, as Docker's `COPY` does for a named source.
     pub fn file(source: PathBuf, written_as: &str) -> Result<Self, ContextError> {
-        let metadata =
-            fs::symlink_metadata(&source).map_err(|error| missing_or_io(&source, error))?;
+        let metadata = fs::metadata(&source).map_err(|error| missing_or_io(&source, error))?;
         if metadata.is_dir() {
             return Err(ContextError::ExpectedFile { path: source });
         }

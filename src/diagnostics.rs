@@ -92,6 +92,15 @@ pub enum Error {
     #[error("failed to read {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
 
+    #[error("cannot run {program} in the image: {reason}")]
+    #[diagnostic(help("check the command's name and that it is installed and executable in the image, for example with `imgscript run FILE -- sh -c 'command -v {program}'`"))]
+    CommandNotStarted {
+        program: String,
+        /// 127 when the command is not found, 126 when it is not executable.
+        status: u8,
+        reason: String,
+    },
+
     #[error("{message}")]
     #[diagnostic(help("{help}"))]
     Usage { message: String, help: String },
@@ -129,11 +138,13 @@ impl Error {
     }
 
     /// Exit status for this error: 2 for usage errors, 128 plus the signal
-    /// number after a signal (130 after Ctrl-C), 1 otherwise.
+    /// number after a signal (130 after Ctrl-C), 127 or 126 for a command
+    /// that could not start, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Usage { .. } => 2,
             Error::Interrupted { signal } => (128 + signal) as u8,
+            Error::CommandNotStarted { status, .. } => *status,
             _ => 1,
         }
     }

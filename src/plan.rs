@@ -19,8 +19,11 @@ pub enum Reason {
     NotCached,
     /// `force_build` on the step or IMGSCRIPT_FORCE_BUILD=1.
     Forced,
-    /// A step before it is built, or forced.
+    /// A step before it is built.
     ParentRebuilt,
+    /// `force_build` on the base image: the base itself is used from the
+    /// local store, and every step after it rebuilds.
+    BaseForced,
     /// The base image is not in the local store.
     BaseMissing,
 }
@@ -31,6 +34,7 @@ impl Reason {
             Reason::NotCached => "no cached layer for this step (new or changed)",
             Reason::Forced => "forced",
             Reason::ParentRebuilt => "an earlier step is rebuilt",
+            Reason::BaseForced => "force_build on the base image",
             Reason::BaseMissing => "base image not in the local store; it will be pulled",
         }
     }
@@ -49,6 +53,9 @@ pub struct PlannedStep {
     pub parent: Option<usize>,
     /// The step whose image `copy_from` copies out of.
     pub source: Option<usize>,
+    /// Set by `force_build: true` on this step or on an identical step that
+    /// was merged into it.
+    force_build: bool,
     /// Unknown while the base image below it is missing.
     pub key: Option<String>,
     pub status: Status,
@@ -119,6 +126,7 @@ impl Plan {
         }
 
         plan.compute_keys(docker, options.pull_missing).await?;
+        plan.merge_identical_steps();
 
         plan.add_indexed_candidates(cache_index);
         let index_settled = plan.settle(docker, cache_index, options.force_all).await?;
@@ -151,6 +159,7 @@ impl Plan {
                         layer: Arc::clone(&link),
                         parent,
                         source,
+                        force_build: link.force_build,
                         key: None,
                         status: Status::Build(Reason::NotCached),
                         candidates: Vec::new(),
@@ -205,6 +214,35 @@ impl Plan {
             self.steps[index].key = key;
         }
         Ok(())
+    }
+
+    /// Merges steps with the same cache key into the first of them, so a
+    /// layer that two targets declare apart (by calling one function twice,
+    /// say) is planned and built once.
+    fn merge_identical_steps(&mut self) {
+        let mut first_with_key: HashMap<String, usize> = HashMap::new();
+        let mut new_index = Vec::with_capacity(self.steps.len());
+        let mut merged: Vec<PlannedStep> = Vec::with_capacity(self.steps.len());
+
+        for mut step in std::mem::take(&mut self.steps) {
+            if let Some(&existing) = step.key.as_ref().and_then(|key| first_with_key.get(key)) {
+                merged[existing].force_build |= step.force_build;
+                new_index.push(existing);
+                continue;
+            }
+            step.parent = step.parent.map(|parent| new_index[parent]);
+            step.source = step.source.map(|source| new_index[source]);
+            if let Some(key) = &step.key {
+                first_with_key.insert(key.clone(), merged.len());
+            }
+            new_index.push(merged.len());
+            merged.push(step);
+        }
+
+        self.steps = merged;
+        for target in &mut self.targets {
+            target.step = new_index[target.step];
+        }
     }
 
     fn add_indexed_candidates(&mut self, cache_index: &CacheIndex) {
@@ -284,16 +322,17 @@ impl Plan {
     }
 
     fn assign_statuses(&mut self, force_all: bool) {
-        let forced = |step: &PlannedStep| force_all || step.layer.force_build;
+        let forced = |step: &PlannedStep| force_all || step.force_build;
 
         // Steps come parents first, so a parent's status is final here.
         for index in 0..self.steps.len() {
             let step = &self.steps[index];
-            // A forced base is not rebuilt, but the steps after it are.
-            let parent_rebuilds = step.dependencies().any(|dependency| {
-                let dependency = &self.steps[dependency];
-                matches!(dependency.status, Status::Build(_))
-                    || (is_base(dependency) && forced(dependency))
+            let parent_rebuilds = step
+                .dependencies()
+                .any(|dependency| matches!(self.steps[dependency].status, Status::Build(_)));
+            // A forced base is not pulled again, but the steps after it rebuild.
+            let base_forced = step.dependencies().any(|dependency| {
+                is_base(&self.steps[dependency]) && forced(&self.steps[dependency])
             });
 
             let status = match step.candidates.first() {
@@ -303,6 +342,7 @@ impl Plan {
                 None if is_base(step) => Status::Build(Reason::BaseMissing),
                 _ if forced(step) => Status::Build(Reason::Forced),
                 _ if parent_rebuilds => Status::Build(Reason::ParentRebuilt),
+                _ if base_forced => Status::Build(Reason::BaseForced),
                 Some(image_id) => Status::Cached {
                     image_id: image_id.clone(),
                 },

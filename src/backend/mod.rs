@@ -45,7 +45,7 @@ const STEP_DRIVER: &str = r#"if [ -f /run/imgscript-secrets.env ]; then . /run/i
 n=0
 for command do
   n=$((n + 1))
-  /bin/sh -c "$command" || { status=$?; printf '\n%s %s %s\n' '::imgscript-command-failed::' "$n" "$status" >&2; exit "$status"; }
+  /bin/sh -c "$command" || { status=$?; printf '%s %s %s\n' '::imgscript-command-failed::' "$n" "$status" >&2; exit "$status"; }
 done"#;
 
 /// Lines of step output kept for the message of a failed step.
@@ -683,9 +683,7 @@ impl Docker {
                     None::<bollard::query_parameters::StartContainerOptions>,
                 )
                 .await
-                .map_err(|error| {
-                    Error::docker(format!("starting a container from {image}"), error)
-                })?;
+                .map_err(|error| start_error(image, command, error))?;
             let mut logs = self.follow_output(&container);
             while let Some(chunk) = logs.next().await {
                 match chunk.map_err(|error| Error::docker("reading container output", error))? {
@@ -704,6 +702,34 @@ impl Docker {
         .await;
         self.remove_container(&container).await;
         result
+    }
+}
+
+/// Tells a command that cannot be started (exit status 127 when it is not
+/// found, 126 when it is not executable, as `docker run` gives) from other
+/// failures to start a container.
+fn start_error(image: &str, command: &[String], error: BollardError) -> Error {
+    let message = docker_message(&error);
+    let program = command
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "the image's command".to_string());
+    let status = if message.contains("executable file not found")
+        || message.contains("no such file or directory")
+    {
+        Some(127)
+    } else if message.contains("permission denied") {
+        Some(126)
+    } else {
+        None
+    };
+    match status {
+        Some(status) => Error::CommandNotStarted {
+            program,
+            status,
+            reason: message,
+        },
+        None => Error::docker(format!("starting a container from {image}"), error),
     }
 }
 
@@ -764,7 +790,11 @@ fn handle_output_line(
     tail: &mut VecDeque<String>,
     failure_marker: &mut Option<(usize, i64)>,
 ) {
-    if let Some(rest) = line.strip_prefix(FAILURE_MARKER) {
+    // The marker may follow output that did not end in a newline.
+    if let Some((before, rest)) = line.split_once(FAILURE_MARKER) {
+        if !before.is_empty() {
+            handle_output_line(before, output, tail, failure_marker);
+        }
         let mut numbers = rest
             .split_whitespace()
             .filter_map(|word| word.parse::<i64>().ok());

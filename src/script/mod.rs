@@ -110,6 +110,10 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
             message: format!("script {} not found", path.display()),
             help: "pass the path of an .img script".into(),
         },
+        _ if path.is_dir() => crate::diagnostics::Error::Usage {
+            message: format!("{} is a folder, not a script", path.display()),
+            help: "pass the path of an .img script, such as build.img".into(),
+        },
         _ => crate::diagnostics::Error::Read {
             path: path.to_path_buf(),
             reason: error.to_string(),
@@ -165,8 +169,12 @@ fn evaluate(script: Arc<ScriptSource>) -> Result<Target, Box<ScriptError>> {
     target_from(&script, value)
 }
 
+/// Returns the folder of the script's real file, following symlinks, so a
+/// linked script finds the files beside its target.
 fn script_folder(path: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let absolute = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf());
     absolute.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
