@@ -219,6 +219,8 @@ impl<'a> Executor<'a> {
                 }
             }
             Step::Copy(copy) => {
+                // NOTE: the archive is built in memory before it is sent, so
+                // baking a large folder takes as much memory as its files.
                 let mut archive = tar::Builder::new(Vec::new());
                 copy.context
                     .append_to_archive(&mut archive, &copy.destination)

@@ -1,5 +1,5 @@
-//! Secrets: named sets of environment variables that a build step sees while
-//! it runs and that never enter a layer, the image config, a cache key or a
+//! Secrets: named sets of environment variables that a build step can read
+//! while it runs and that never enter a layer, the image config, a cache key or a
 //! log.
 //!
 //! A step's secrets reach its container as a file of `export` lines,
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use crate::render::quote;
 
-/// Where a step's secret file is mounted in its container.
+/// Path of a step's secret file in its container.
 pub const SECRETS_PATH: &str = "/run/imgscript-secrets.env";
 
 /// A named set of variables. Its `Debug` output shows the variable names,

@@ -712,7 +712,7 @@ fn copy_from_copies_between_images() {
     let script_text = |builder_text: &str| {
         format!(
             r#"let builder = debian_slim("3.11")
-    .run_commands(["mkdir -p /src/dist/sub && echo {builder_text} > /src/dist/app.txt && echo deep > /src/dist/sub/deep.txt && ln -s app.txt /src/dist/link && echo tool > /src/tool"]);
+    .run_commands(["mkdir -p /src/dist/sub && echo {builder_text} > /src/dist/app.txt && echo {nonce} > /src/nonce && echo deep > /src/dist/sub/deep.txt && ln -s app.txt /src/dist/link && echo tool > /src/tool"]);
 
 debian_slim("3.11")
     .env(#{{ NONCE: "{nonce}" }})

@@ -16,9 +16,9 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect};
 use bollard::query_parameters::{
-    BuildImageOptionsBuilder, CommitContainerOptionsBuilder, CreateImageOptionsBuilder,
-    DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder, ListImagesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CommitContainerOptionsBuilder,
+    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
     TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
@@ -354,6 +354,7 @@ impl Docker {
         container: &str,
         output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<StepOutcome, Error> {
+        let mut logs = self.attach_output(container).await?;
         self.client
             .start_container(
                 container,
@@ -364,19 +365,20 @@ impl Docker {
 
         let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
         let mut failure_marker = None;
-        let mut logs = self.follow_output(container);
-        let mut pending = String::new();
+        // One buffer per stream: a partial line on stdout must not join a
+        // line on stderr, since the two arrive in no fixed order.
+        let mut pending = [String::new(), String::new()];
         while let Some(chunk) = logs.next().await {
             let chunk = chunk.map_err(|error| Error::docker("reading build output", error))?;
-            let bytes = match &chunk {
-                LogOutput::StdOut { message }
-                | LogOutput::StdErr { message }
-                | LogOutput::Console { message } => message,
+            let (stream, bytes) = match &chunk {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => (0, message),
+                LogOutput::StdErr { message } => (1, message),
                 LogOutput::StdIn { .. } => continue,
             };
-            pending.push_str(&String::from_utf8_lossy(bytes));
-            while let Some(newline) = pending.find('\n') {
-                let line: String = pending.drain(..=newline).collect();
+            let buffer = &mut pending[stream];
+            buffer.push_str(&String::from_utf8_lossy(bytes));
+            while let Some(newline) = buffer.find('\n') {
+                let line: String = buffer.drain(..=newline).collect();
                 handle_output_line(
                     line.trim_end_matches(['\n', '\r']),
                     output,
@@ -385,8 +387,8 @@ impl Docker {
                 );
             }
         }
-        if !pending.is_empty() {
-            handle_output_line(&pending, output, &mut tail, &mut failure_marker);
+        for rest in pending.iter().filter(|rest| !rest.is_empty()) {
+            handle_output_line(rest, output, &mut tail, &mut failure_marker);
         }
 
         let exit_code = self.wait(container).await?;
@@ -403,17 +405,27 @@ impl Docker {
             .map(StepOutcome::Committed)
     }
 
-    /// Streams a container's stdout and stderr from its start until it exits.
-    fn follow_output(
+    /// Attaches to a created container's stdout and stderr, to be called
+    /// before it starts. Unlike following its logs, an attached stream ends
+    /// only after the last output, a final line without a newline included.
+    async fn attach_output(
         &self,
         container: &str,
-    ) -> impl futures_util::Stream<Item = Result<LogOutput, BollardError>> + use<> {
-        let options = LogsOptionsBuilder::default()
-            .follow(true)
+    ) -> Result<
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<LogOutput, BollardError>> + Send>>,
+        Error,
+    > {
+        let options = AttachContainerOptionsBuilder::default()
+            .stream(true)
             .stdout(true)
             .stderr(true)
             .build();
-        self.client.logs(container, Some(options))
+        let attached = self
+            .client
+            .attach_container(container, Some(options))
+            .await
+            .map_err(|error| Error::docker("attaching to a container's output", error))?;
+        Ok(attached.output)
     }
 
     /// Waits for a started container and returns its exit code.
@@ -677,6 +689,7 @@ impl Docker {
         };
         let container = self.create_container(body).await?;
         let result = async {
+            let mut logs = self.attach_output(&container).await?;
             self.client
                 .start_container(
                     &container,
@@ -684,7 +697,6 @@ impl Docker {
                 )
                 .await
                 .map_err(|error| start_error(image, command, error))?;
-            let mut logs = self.follow_output(&container);
             while let Some(chunk) = logs.next().await {
                 match chunk.map_err(|error| Error::docker("reading container output", error))? {
                     LogOutput::StdErr { message } => {
