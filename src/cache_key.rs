@@ -75,6 +75,9 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
         }
         Step::Run(run) => {
             encoder.text("step", "run").list("commands", &run.commands);
+            if let Some(gpu) = &run.gpu {
+                encoder.text("gpu", &gpu.to_string());
+            }
             // Only names: changing a secret's value never rebuilds a step.
             if !run.secrets.is_empty() {
                 let names: Vec<String> = run
@@ -92,6 +95,19 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
                 .text("dockerfile", &dockerfile.text)
                 .text("context", dockerfile.context.digest());
             for (name, value) in &dockerfile.build_args {
+                encoder.text("build-arg", name).text("value", value);
+            }
+        }
+        Step::DockerfileCommands(commands) => {
+            encoder
+                .text("step", "dockerfile-commands")
+                .list("lines", &commands.lines);
+            let context = commands
+                .context
+                .as_ref()
+                .map_or("", |context| context.digest());
+            encoder.text("context", context);
+            for (name, value) in &commands.build_args {
                 encoder.text("build-arg", name).text("value", value);
             }
         }

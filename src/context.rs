@@ -137,6 +137,19 @@ impl LocalContext {
         })
     }
 
+    /// Returns a folder context with no entries, for builds that read no
+    /// local files.
+    pub fn empty() -> Self {
+        LocalContext {
+            source: PathBuf::new(),
+            written_as: String::new(),
+            kind: ContextKind::Dir,
+            entries: Vec::new(),
+            excludes_any: false,
+            digest: OnceLock::new(),
+        }
+    }
+
     pub fn display_source(&self) -> &str {
         &self.written_as
     }

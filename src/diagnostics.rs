@@ -92,6 +92,12 @@ pub enum Error {
     #[error("failed to read {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
 
+    #[error("the Docker Engine cannot give this step the GPUs it requests ({request}): {reason}")]
+    #[diagnostic(help(
+        "GPU steps need an NVIDIA GPU on the Docker host and the NVIDIA Container Toolkit registered with the engine; remove the gpu option to build without one"
+    ))]
+    GpuUnavailable { request: String, reason: String },
+
     #[error("cannot run {program} in the image: {reason}")]
     #[diagnostic(help("check the command's name and that it is installed and executable in the image, for example with `imgscript run FILE -- sh -c 'command -v {program}'`"))]
     CommandNotStarted {

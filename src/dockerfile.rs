@@ -68,7 +68,7 @@ fn source_exists(source: &str, context: &LocalContext) -> bool {
 
 /// Joins continuation lines and drops comments, blank lines and parser
 /// directives, giving one string per instruction.
-fn instructions(text: &str) -> Vec<String> {
+pub fn instructions(text: &str) -> Vec<String> {
     let mut instructions = Vec::new();
     let mut current = String::new();
     for line in text.lines() {

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepOutcome};
+use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome};
 use crate::cache_index::CacheIndex;
+use crate::context::LocalContext;
 use crate::diagnostics::{DockerfileFailed, Error, StepFailed};
 use crate::image::{ConfigChange, DockerfileStep, Layer, Step};
 use crate::plan::{Plan, Status};
 use crate::progress::Progress;
 use crate::secret::{write_secret_file, SecretFile};
+use std::path::PathBuf;
 
 /// A built or cached step: its image id and, once read, its config.
 struct StepImage {
@@ -155,11 +157,26 @@ impl<'a> Executor<'a> {
         }
         let parent = parent.expect("only base and Dockerfile steps have no parent");
         let parent_id = parent.id.clone();
+        if let Step::DockerfileCommands(commands) = &layer.step {
+            let dockerfile = DockerfileStep {
+                path: PathBuf::new(),
+                written_as: "dockerfile_commands".to_string(),
+                text: format!("FROM {parent_id}\n{}\n", commands.lines.join("\n")),
+                context: commands
+                    .context
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(LocalContext::empty())),
+                build_args: commands.build_args.clone(),
+            };
+            return self.build_dockerfile(layer, &dockerfile, key).await;
+        }
         let mut config = self.config_of(parent).await?.clone();
         let created_by = format!("imgscript: {}", layer.describe());
 
         match &layer.step {
-            Step::Base(_) | Step::Dockerfile(_) => unreachable!("handled above"),
+            Step::Base(_) | Step::Dockerfile(_) | Step::DockerfileCommands(_) => {
+                unreachable!("handled above")
+            }
             Step::CopyFrom(copy) => {
                 let source_id = source_id.expect("copy_from sources are built before the step");
                 let archive = self
@@ -192,9 +209,12 @@ impl<'a> Executor<'a> {
                     .docker
                     .run_step(
                         &parent_id,
-                        &run.commands,
+                        &StepContainer {
+                            commands: &run.commands,
+                            secret_file: secret_path.as_deref(),
+                            gpu: run.gpu.as_ref(),
+                        },
                         self.environment,
-                        secret_path.as_deref(),
                         &mut output,
                     )
                     .await?

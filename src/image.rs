@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::context::LocalContext;
+use crate::gpu::GpuRequest;
 use crate::secret::Secret;
 
 /// Location of the call that declared a step: the script, and the 1-based
@@ -83,6 +84,9 @@ pub enum Step {
     /// An image built from a Dockerfile by the engine's build endpoint; like
     /// a base, it has no parent.
     Dockerfile(DockerfileStep),
+    /// Dockerfile instructions applied to the parent image by the engine's
+    /// build endpoint.
+    DockerfileCommands(DockerfileCommandsStep),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +113,8 @@ pub struct RunStep {
     pub commands: Vec<String>,
     /// Secrets the commands see as environment variables.
     pub secrets: Vec<Secret>,
+    /// GPUs the step's container gets.
+    pub gpu: Option<GpuRequest>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +147,14 @@ pub struct DockerfileStep {
     pub text: String,
     /// The build context, after its ignore rules.
     pub context: Arc<LocalContext>,
+    pub build_args: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerfileCommandsStep {
+    pub lines: Vec<String>,
+    /// The build context that `COPY` and `ADD` read, after its ignore rules.
+    pub context: Option<Arc<LocalContext>>,
     pub build_args: BTreeMap<String, String>,
 }
 
@@ -200,6 +214,9 @@ impl Layer {
                 copy.destination
             ),
             Step::Dockerfile(dockerfile) => format!("from_dockerfile {}", dockerfile.written_as),
+            Step::DockerfileCommands(commands) => {
+                format!("dockerfile_commands {:?}", commands.lines)
+            }
             Step::CopyFrom(copy) => format!(
                 "copy_from {} (image of {}) -> {}",
                 copy.source_path,

@@ -12,6 +12,7 @@ pub mod context;
 pub mod diagnostics;
 pub mod dockerfile;
 pub mod execute;
+pub mod gpu;
 pub mod image;
 pub mod plan;
 pub mod progress;

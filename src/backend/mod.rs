@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, ImageInspect};
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, ImageInspect};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CommitContainerOptionsBuilder,
     CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder,
@@ -25,6 +25,7 @@ use futures_util::StreamExt;
 use tracing::{debug, trace};
 
 use crate::diagnostics::Error;
+use crate::gpu::GpuRequest;
 use crate::reference::{registry_of, split_tag};
 use crate::secret::SECRETS_PATH;
 pub use image_config::ImageConfig;
@@ -125,6 +126,14 @@ impl BuildEnvironment {
             ..HostConfig::default()
         }
     }
+}
+
+/// What a build step's container runs, and what it gets besides the image.
+pub struct StepContainer<'a> {
+    pub commands: &'a [String],
+    /// A file of `export` lines that the commands source first.
+    pub secret_file: Option<&'a Path>,
+    pub gpu: Option<&'a GpuRequest>,
 }
 
 /// The message of a failed Dockerfile build and its last output lines.
@@ -317,15 +326,13 @@ impl Docker {
             .map_err(|error| Error::docker(format!("tagging image {image_id} as {name}"), error))
     }
 
-    /// Runs `commands` in a container from `parent` and commits the result.
-    /// Each line of output goes to `output` as it arrives. `secret_file` is
-    /// a file of `export` lines that the commands source first.
+    /// Runs the step's commands in a container from `parent` and commits
+    /// the result. Each line of output goes to `output` as it arrives.
     pub async fn run_step(
         &self,
         parent: &str,
-        commands: &[String],
+        step: &StepContainer<'_>,
         environment: &BuildEnvironment,
-        secret_file: Option<&Path>,
         output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<StepOutcome, Error> {
         let mut cmd = vec![
@@ -334,17 +341,25 @@ impl Docker {
             STEP_DRIVER.to_string(),
             "imgscript-step".to_string(),
         ];
-        cmd.extend(commands.iter().cloned());
+        cmd.extend(step.commands.iter().cloned());
+        let mut host_config = environment.host_config(step.secret_file);
+        if let Some(gpu) = step.gpu {
+            host_config.device_requests = Some(vec![DeviceRequest {
+                count: Some(i64::from(gpu.count)),
+                capabilities: Some(vec![vec!["gpu".to_string()]]),
+                ..DeviceRequest::default()
+            }]);
+        }
         let body = ContainerCreateBody {
             image: Some(parent.to_string()),
             entrypoint: Some(Vec::new()),
             cmd: Some(cmd),
             env: Some(environment.container_env()),
-            host_config: Some(environment.host_config(secret_file)),
+            host_config: Some(host_config),
             ..ContainerCreateBody::default()
         };
         let container = self.create_container(body).await?;
-        let outcome = self.run_and_commit(&container, output).await;
+        let outcome = self.run_and_commit(&container, step.gpu, output).await;
         self.remove_container(&container).await;
         outcome
     }
@@ -352,6 +367,7 @@ impl Docker {
     async fn run_and_commit(
         &self,
         container: &str,
+        gpu: Option<&GpuRequest>,
         output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<StepOutcome, Error> {
         let mut logs = self.attach_output(container).await?;
@@ -361,7 +377,17 @@ impl Docker {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|error| Error::docker("starting a build container", error))?;
+            .map_err(|error| match gpu {
+                Some(request)
+                    if docker_message(&error).contains("could not select device driver") =>
+                {
+                    Error::GpuUnavailable {
+                        request: request.to_string(),
+                        reason: docker_message(&error),
+                    }
+                }
+                _ => Error::docker("starting a build container", error),
+            })?;
 
         let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
         let mut failure_marker = None;

@@ -17,8 +17,8 @@ use super::options::{argv, required_list, Options};
 use super::CallError;
 use crate::context::{ContextError, LocalContext};
 use crate::image::{
-    BaseImage, CallSite, ConfigChange, CopyFromStep, CopyStep, DockerfileStep, Image, Layer,
-    LocalMount, RunStep, ScriptSource, Step,
+    BaseImage, CallSite, ConfigChange, CopyFromStep, CopyStep, DockerfileCommandsStep,
+    DockerfileStep, Image, Layer, LocalMount, RunStep, ScriptSource, Step,
 };
 use crate::render::{self, PipOptions};
 
@@ -42,6 +42,8 @@ const USAGE: &[(&str, &str)] = &[
     ("add_local_dir", "`image.add_local_dir(\"./src\", \"/app\")`, with an optional options map"),
     ("user", "`image.user(\"app\")`, with an optional options map"),
     ("copy_from", "`image.copy_from(builder, \"/src/dist\", \"/app/dist\")`, with an optional options map"),
+    ("add_local_python_source", "`image.add_local_python_source([\"mypackage\"])`, with an optional options map"),
+    ("dockerfile_commands", "`image.dockerfile_commands([\"RUN echo hello\"])`, with an optional options map"),
     ("shell", "`image.shell([\"/bin/bash\", \"-c\"])`, with an optional options map"),
     ("tag", "`image.tag(\"myapp:latest\")`"),
     ("secret", "`secret(\"name\")`, which reads ~/.config/imgscript/secrets/name.env"),
@@ -69,6 +71,7 @@ const PIP_OPTIONS: &[&str] = &[
     "pre",
     "extra_options",
     "secrets",
+    "gpu",
     "force_build",
 ];
 
@@ -147,6 +150,7 @@ pub fn register(engine: &mut Engine, script: Arc<ScriptSource>, sources: Arc<Sou
     super::secrets::register(engine, &builders);
     register_copy_from(engine, &builders);
     register_from_dockerfile(engine, &builders);
+    register_dockerfile_commands(engine, &builders);
 
     engine.register_fn(
         "tag",
@@ -326,6 +330,7 @@ fn run_step(
             summary,
             commands,
             secrets: options.secrets("secrets")?,
+            gpu: options.gpu("gpu")?,
         }),
         force_build,
     ))
@@ -346,7 +351,7 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "apt_install",
-        &["install_recommends", "secrets", "force_build"],
+        &["install_recommends", "secrets", "gpu", "force_build"],
         |site, options, image: Image, packages: Dynamic| {
             let packages = required_list("apt_install", "packages", &packages)?;
             let command = render::apt_install(&packages, options.bool("install_recommends")?);
@@ -397,7 +402,7 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "run_commands",
-        &["secrets", "force_build"],
+        &["secrets", "gpu", "force_build"],
         |site, options, image: Image, commands: Dynamic| {
             let commands = required_list("run_commands", "commands", &commands)?;
             // Each command runs in its own shell, so the summary lists them apart.
@@ -518,6 +523,21 @@ fn register_local_files(engine: &mut Engine, builders: &Builders) {
     register!(
         engine,
         builders,
+        "add_local_python_source",
+        &["copy", "ignore", "force_build"],
+        |site, options, image: Image, modules: Dynamic| {
+            let modules = required_list("add_local_python_source", "module names", &modules)?;
+            let mut image = image;
+            for module in &modules {
+                let (context, destination) = python_source(&site, module, &options)?;
+                image = add_local(&image, site.clone(), context, destination, &options)?;
+            }
+            Ok(image)
+        }
+    );
+    register!(
+        engine,
+        builders,
         "add_local_file",
         &["copy", "force_build"],
         |site, options, image: Image, local: ImmutableString, remote: ImmutableString| {
@@ -548,6 +568,61 @@ fn register_local_files(engine: &mut Engine, builders: &Builders) {
             add_local(&image, site, context, remote.to_string(), &options)
         }
     );
+}
+
+/// Patterns that keep only Python files of a package.
+const PYTHON_FILES_ONLY: &[&str] = &["*", "!*/", "!*.py", "__pycache__/"];
+
+/// Finds `module` as Python would from `folder` (a package folder, else a
+/// `.py` file) and returns its context and its path under `/root`.
+fn python_source(
+    site: &CallSite,
+    module: &str,
+    options: &Options,
+) -> Result<(LocalContext, String), CallError> {
+    let valid = !module.is_empty()
+        && module.split('.').all(|part| {
+            part.starts_with(|c: char| c.is_alphabetic() || c == '_')
+                && part.chars().all(|c| c.is_alphanumeric() || c == '_')
+        });
+    if !valid {
+        return Err(
+            CallError::new(format!("invalid Python module name {module:?}"))
+                .with_label("invalid module name")
+                .with_help(
+                    "write an importable name, such as \"mypackage\" or \"mypackage.tools\"",
+                ),
+        );
+    }
+
+    let relative: PathBuf = module.split('.').collect();
+    let package = site.script.folder.join(&relative);
+    let single = package.with_extension("py");
+    let destination = format!("/root/{}", relative.display());
+
+    if package.is_dir() {
+        let patterns = if options.contains("ignore") {
+            options.strings("ignore")?
+        } else {
+            PYTHON_FILES_ONLY
+                .iter()
+                .map(|pattern| pattern.to_string())
+                .collect()
+        };
+        let context = LocalContext::dir(package, module, &patterns).map_err(context_error)?;
+        return Ok((context, destination));
+    }
+    if single.is_file() {
+        let context = LocalContext::file(single, module).map_err(context_error)?;
+        return Ok((context, format!("{destination}.py")));
+    }
+    Err(CallError::new(format!(
+        "Python module {module} not found: there is no folder {} and no file {}",
+        package.display(),
+        single.display()
+    ))
+    .with_label("module not found")
+    .with_help("modules are found from the script's folder, as `python` would find them run there"))
 }
 
 fn add_local(
@@ -718,6 +793,80 @@ fn register_from_dockerfile(engine: &mut Engine, builders: &Builders) {
                 mounts: Arc::new(Vec::new()),
                 tag: None,
             })
+        }
+    );
+}
+
+fn register_dockerfile_commands(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "dockerfile_commands",
+        &["context_dir", "build_args", "force_build"],
+        |site, options, image: Image, lines: Dynamic| {
+            let lines = required_list("dockerfile_commands", "Dockerfile instructions", &lines)?;
+            check_no_attached_files(&image, "dockerfile_commands")?;
+            let text = lines.join("\n");
+            for instruction in crate::dockerfile::instructions(&text) {
+                let keyword = instruction
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                if keyword == "FROM" {
+                    return Err(CallError::new("dockerfile_commands cannot start a new stage with FROM")
+                        .with_label("FROM is not allowed here")
+                        .with_help("start another image with from_registry or debian_slim, and copy files out of it with copy_from"));
+                }
+                let copies_from_stage = (keyword == "COPY" || keyword == "ADD")
+                    && instruction
+                        .split_whitespace()
+                        .any(|word| word.to_ascii_lowercase().starts_with("--from"));
+                if copies_from_stage {
+                    return Err(CallError::new("dockerfile_commands cannot COPY --from another stage")
+                        .with_label("COPY --from is not allowed here")
+                        .with_help("build the other image in the script and use image.copy_from(other, \"/src\", \"/dest\")"));
+                }
+            }
+
+            let context = match options.string("context_dir")? {
+                Some(written) => {
+                    let folder = local_path(&site, &written);
+                    Some(LocalContext::dir(folder, &written, &[]).map_err(context_error)?)
+                }
+                None => None,
+            };
+            let sources = crate::dockerfile::copy_sources(&text);
+            let missing = match &context {
+                Some(context) => crate::dockerfile::missing_sources(&sources, context),
+                None => sources,
+            };
+            if !missing.is_empty() {
+                let help = match &context {
+                    Some(_) => "check the paths and the context folder's .dockerignore",
+                    None => {
+                        "pass #{ context_dir: \"./folder\" } with the folder these paths are in"
+                    }
+                };
+                return Err(CallError::new(format!(
+                    "the instructions copy {} that the build context does not contain",
+                    missing.join(", ")
+                ))
+                .with_label("COPY sources missing")
+                .with_help(help));
+            }
+
+            let step = DockerfileCommandsStep {
+                lines,
+                context: context.map(Arc::new),
+                build_args: options.string_map("build_args")?,
+            };
+            Ok(child(
+                &image,
+                site,
+                Step::DockerfileCommands(step),
+                options.bool("force_build")?,
+            ))
         }
     );
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use rhai::{Dynamic, Map};
 
 use super::CallError;
+use crate::gpu::GpuRequest;
 use crate::secret::Secret;
 use crate::suggest::did_you_mean;
 
@@ -66,6 +67,20 @@ impl Options {
             Some(value) if value.is_string() => Ok(Some(value.to_string())),
             Some(value) => Err(self.type_error(key, "a string", value)),
         }
+    }
+
+    /// Accepts a GPU request such as "any", "H100" or "A100:2".
+    pub fn gpu(&self, key: &str) -> Result<Option<GpuRequest>, CallError> {
+        let Some(text) = self.string(key)? else {
+            return Ok(None);
+        };
+        GpuRequest::parse(&text).map(Some).map_err(|reason| {
+            CallError::new(format!(
+                "invalid option `{key}` of {}: {reason}",
+                self.function
+            ))
+            .with_label("invalid GPU request")
+        })
     }
 
     pub fn contains(&self, key: &str) -> bool {
