@@ -24,6 +24,19 @@ pub fn quote(word: &str) -> String {
         .unwrap_or_else(|_| format!("'{}'", word.replace('\0', "")))
 }
 
+/// Quotes packages in sorted order without repeats, so reordering a list
+/// in a script changes neither the command nor the cache key.
+fn sorted_packages(packages: &[String]) -> String {
+    let mut sorted: Vec<String> = packages.to_vec();
+    sorted.sort();
+    sorted.dedup();
+    quote_all(&sorted)
+}
+
+/// Stops a Python step at once, with a message naming the cause, when the
+/// image has no `python` on PATH.
+const REQUIRE_PYTHON: &str = "command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\\''s python, but no python is on PATH' >&2; exit 127; }; ";
+
 fn quote_all(words: &[String]) -> String {
     words
         .iter()
@@ -45,7 +58,7 @@ pub fn apt_install(packages: &[String], install_recommends: bool) -> String {
          && DEBIAN_FRONTEND=noninteractive apt-get install -y -q{recommends} \
          -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {} \
          && rm -rf /var/lib/apt/lists/*",
-        quote_all(packages)
+        sorted_packages(packages)
     )
 }
 
@@ -81,9 +94,9 @@ fn index_flags(options: &PipOptions) -> String {
 /// cache.
 pub fn pip_install(packages: &[String], options: &PipOptions) -> String {
     format!(
-        "python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore{} {}",
+        "{REQUIRE_PYTHON}python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore{} {}",
         pip_flags(options),
-        quote_all(packages)
+        sorted_packages(packages)
     )
 }
 
@@ -92,14 +105,14 @@ pub fn pip_install(packages: &[String], options: &PipOptions) -> String {
 /// whether the install succeeds or fails.
 pub fn uv_pip_install(packages: &[String], options: &PipOptions) -> String {
     format!(
-        "if command -v uv >/dev/null 2>&1; then uv=uv; \
+        "{REQUIRE_PYTHON}if command -v uv >/dev/null 2>&1; then uv=uv; \
          else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
          --target {TEMPORARY_UV_DIR}{} uv && uv={TEMPORARY_UV_DIR}/bin/uv || exit $?; fi; \
          \"$uv\" pip install --python \"$(command -v python)\" --no-cache{} {}; \
          status=$?; rm -rf {TEMPORARY_UV_DIR}; exit $status",
         index_flags(options),
         pip_flags(options),
-        quote_all(packages)
+        sorted_packages(packages)
     )
 }
 
@@ -113,7 +126,7 @@ mod tests {
 
     #[test]
     fn apt_install_command() {
-        insta::assert_snapshot!(apt_install(&strings(&["git", "curl"]), false), @"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold git curl && rm -rf /var/lib/apt/lists/*");
+        insta::assert_snapshot!(apt_install(&strings(&["git", "curl"]), false), @"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold curl git && rm -rf /var/lib/apt/lists/*");
     }
 
     #[test]
@@ -129,12 +142,12 @@ mod tests {
             extra_options: Some("--no-deps".into()),
             ..PipOptions::default()
         };
-        insta::assert_snapshot!(pip_install(&strings(&["requests==2.32.3", "numpy>=2"]), &options), @"python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore --index-url http://127.0.0.1:8080/simple --pre --no-deps 'requests==2.32.3' 'numpy>=2'");
+        insta::assert_snapshot!(pip_install(&strings(&["requests==2.32.3", "numpy>=2"]), &options), @r#"command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\''s python, but no python is on PATH' >&2; exit 127; }; python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore --index-url http://127.0.0.1:8080/simple --pre --no-deps 'numpy>=2' 'requests==2.32.3'"#);
     }
 
     #[test]
     fn uv_pip_install_command() {
-        insta::assert_snapshot!(uv_pip_install(&strings(&["six"]), &PipOptions::default()), @r#"if command -v uv >/dev/null 2>&1; then uv=uv; else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /tmp/imgscript-uv uv && uv=/tmp/imgscript-uv/bin/uv || exit $?; fi; "$uv" pip install --python "$(command -v python)" --no-cache six; status=$?; rm -rf /tmp/imgscript-uv; exit $status"#);
+        insta::assert_snapshot!(uv_pip_install(&strings(&["six"]), &PipOptions::default()), @r#"command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\''s python, but no python is on PATH' >&2; exit 127; }; if command -v uv >/dev/null 2>&1; then uv=uv; else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /tmp/imgscript-uv uv && uv=/tmp/imgscript-uv/bin/uv || exit $?; fi; "$uv" pip install --python "$(command -v python)" --no-cache six; status=$?; rm -rf /tmp/imgscript-uv; exit $status"#);
     }
 
     #[test]
@@ -152,6 +165,23 @@ mod tests {
         assert!(
             command.contains("--no-cache --index-url http://127.0.0.1:8080/simple six"),
             "{command}"
+        );
+    }
+
+    #[test]
+    fn package_order_does_not_matter() {
+        let options = PipOptions::default();
+        assert_eq!(
+            pip_install(&strings(&["b", "a", "b"]), &options),
+            pip_install(&strings(&["a", "b"]), &options)
+        );
+        assert_eq!(
+            uv_pip_install(&strings(&["b", "a"]), &options),
+            uv_pip_install(&strings(&["a", "b"]), &options)
+        );
+        assert_eq!(
+            apt_install(&strings(&["git", "curl"]), false),
+            apt_install(&strings(&["curl", "git"]), false)
         );
     }
 

@@ -190,3 +190,32 @@ fn dockerfile_commands_reject_stages() {
         );
     }
 }
+
+#[test]
+fn pip_step_without_python_says_so() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            r#"debian_slim("3.11")
+    .run_commands(["rm -f /usr/bin/python /usr/bin/python3 /usr/bin/python3.11 && echo {}"])
+    .pip_install(["six"])"#,
+            nonce()
+        ),
+    );
+    let result = run(imgscript().arg("run").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("step `pip_install` failed: command exited with code 127"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("no python is on PATH"),
+        "{}",
+        result.stderr
+    );
+}
