@@ -75,6 +75,9 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
         }
         Step::Run(run) => {
             encoder.text("step", "run").list("commands", &run.commands);
+            if let Some(files) = &run.staged_files {
+                encoder.text("staged-files", &files.digest);
+            }
             if let Some(gpu) = &run.gpu {
                 encoder.text("gpu", &gpu.to_string());
             }

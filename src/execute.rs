@@ -205,6 +205,13 @@ impl<'a> Executor<'a> {
                     }
                 };
                 let secret_path = secret_file.as_ref().map(SecretFile::path);
+                let staged_folder = match &run.staged_files {
+                    Some(files) => Some(files.stage().map_err(|error| Error::Read {
+                        path: files.root.clone(),
+                        reason: error.to_string(),
+                    })?),
+                    None => None,
+                };
                 match self
                     .docker
                     .run_step(
@@ -212,6 +219,7 @@ impl<'a> Executor<'a> {
                         &StepContainer {
                             commands: &run.commands,
                             secret_file: secret_path.as_deref(),
+                            staged_folder: staged_folder.as_ref().map(tempfile::TempDir::path),
                             gpu: run.gpu.as_ref(),
                         },
                         self.environment,

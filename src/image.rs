@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::context::LocalContext;
 use crate::gpu::GpuRequest;
 use crate::secret::Secret;
+use crate::staged_files::StagedFiles;
 
 /// Location of the call that declared a step: the script, and the 1-based
 /// line and column of the call.
@@ -115,6 +116,8 @@ pub struct RunStep {
     pub secrets: Vec<Secret>,
     /// GPUs the step's container gets.
     pub gpu: Option<GpuRequest>,
+    /// Local files the commands read while they run, kept out of the layer.
+    pub staged_files: Option<Arc<StagedFiles>>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,4 +20,5 @@ pub mod reference;
 pub mod render;
 pub mod script;
 pub mod secret;
+pub mod staged_files;
 pub mod suggest;

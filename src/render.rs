@@ -100,6 +100,16 @@ pub fn pip_install(packages: &[String], options: &PipOptions) -> String {
     )
 }
 
+/// Renders a pip install of a requirements file at `path` in the
+/// container.
+pub fn pip_install_requirements(path: &str, options: &PipOptions) -> String {
+    format!(
+        "{REQUIRE_PYTHON}python -m pip install --no-cache-dir --disable-pip-version-check --root-user-action=ignore{} -r {}",
+        pip_flags(options),
+        quote(path)
+    )
+}
+
 /// Renders a uv install into the image's `python`. Where the image has no
 /// `uv`, one is installed with pip into a temporary folder and removed again
 /// whether the install succeeds or fails.

@@ -28,6 +28,7 @@ use crate::diagnostics::Error;
 use crate::gpu::GpuRequest;
 use crate::reference::{registry_of, split_tag};
 use crate::secret::SECRETS_PATH;
+use crate::staged_files::STAGED_FILES_PATH;
 pub use image_config::ImageConfig;
 use image_config::{layers_digest, KEY_LABEL, LAYERS_LABEL};
 use std::path::{Path, PathBuf};
@@ -107,15 +108,19 @@ impl BuildEnvironment {
         env
     }
 
-    /// Mounts the CA bundle and the step's secret file read-only, under a
-    /// tmpfs at `/run` so their mount points stay out of the layer.
-    fn host_config(&self, secret_file: Option<&Path>) -> HostConfig {
+    /// Mounts the CA bundle, the step's secret file and its staged files
+    /// read-only, under a tmpfs at `/run` so their mount points stay out of
+    /// the layer.
+    fn host_config(&self, step: &StepContainer<'_>) -> HostConfig {
         let mut binds = Vec::new();
         if let Some(bundle) = &self.ca_bundle {
             binds.push(format!("{}:{CA_BUNDLE_PATH}:ro", bundle.display()));
         }
-        if let Some(file) = secret_file {
+        if let Some(file) = step.secret_file {
             binds.push(format!("{}:{SECRETS_PATH}:ro", file.display()));
+        }
+        if let Some(folder) = step.staged_folder {
+            binds.push(format!("{}:{STAGED_FILES_PATH}:ro", folder.display()));
         }
         if binds.is_empty() {
             return HostConfig::default();
@@ -133,6 +138,8 @@ pub struct StepContainer<'a> {
     pub commands: &'a [String],
     /// A file of `export` lines that the commands source first.
     pub secret_file: Option<&'a Path>,
+    /// A folder of files the commands read, mounted at [`STAGED_FILES_PATH`].
+    pub staged_folder: Option<&'a Path>,
     pub gpu: Option<&'a GpuRequest>,
 }
 
@@ -342,7 +349,7 @@ impl Docker {
             "imgscript-step".to_string(),
         ];
         cmd.extend(step.commands.iter().cloned());
-        let mut host_config = environment.host_config(step.secret_file);
+        let mut host_config = environment.host_config(step);
         if let Some(gpu) = step.gpu {
             host_config.device_requests = Some(vec![DeviceRequest {
                 count: Some(i64::from(gpu.count)),

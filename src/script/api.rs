@@ -21,6 +21,7 @@ use crate::image::{
     DockerfileStep, Image, Layer, LocalMount, RunStep, ScriptSource, Step,
 };
 use crate::render::{self, PipOptions};
+use crate::staged_files::StagedFiles;
 
 type BuilderResult = Result<Image, Box<EvalAltResult>>;
 
@@ -33,6 +34,8 @@ const USAGE: &[(&str, &str)] = &[
     ("apt_install", "`image.apt_install([\"git\", \"curl\"])`, with an optional options map"),
     ("pip_install", "`image.pip_install([\"requests==2.32.3\"])`, with an optional options map"),
     ("uv_pip_install", "`image.uv_pip_install([\"requests==2.32.3\"])`, with an optional options map"),
+    ("pip_install_from_requirements", "`image.pip_install_from_requirements(\"./requirements.txt\")`, with an optional options map"),
+    ("pip_install_from_pyproject", "`image.pip_install_from_pyproject(\"./pyproject.toml\")`, with an optional options map"),
     ("run_commands", "`image.run_commands([\"echo hello\"])`, with an optional options map"),
     ("env", "`image.env(#{ NAME: \"value\" })`, with an optional options map"),
     ("workdir", "`image.workdir(\"/app\")`, with an optional options map"),
@@ -65,6 +68,18 @@ pub fn usage(name: &str) -> Option<&'static str> {
 }
 
 const PIP_OPTIONS: &[&str] = &[
+    "index_url",
+    "extra_index_url",
+    "find_links",
+    "pre",
+    "extra_options",
+    "secrets",
+    "gpu",
+    "force_build",
+];
+
+const PYPROJECT_OPTIONS: &[&str] = &[
+    "optional_dependencies",
     "index_url",
     "extra_index_url",
     "find_links",
@@ -321,6 +336,17 @@ fn run_step(
     commands: Vec<String>,
     options: &Options,
 ) -> Result<Image, CallError> {
+    run_step_with_files(image, site, summary, commands, None, options)
+}
+
+fn run_step_with_files(
+    image: &Image,
+    site: CallSite,
+    summary: String,
+    commands: Vec<String>,
+    staged_files: Option<Arc<StagedFiles>>,
+    options: &Options,
+) -> Result<Image, CallError> {
     check_no_attached_files(image, &site.function)?;
     let force_build = options.bool("force_build")?;
     Ok(child(
@@ -331,9 +357,71 @@ fn run_step(
             commands,
             secrets: options.secrets("secrets")?,
             gpu: options.gpu("gpu")?,
+            staged_files,
         }),
         force_build,
     ))
+}
+
+/// Reads `[project] dependencies` of a pyproject.toml, plus the named
+/// groups of `[project.optional-dependencies]`.
+fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>, CallError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        CallError::new(format!("failed to read {}: {error}", path.display()))
+            .with_label("unreadable pyproject.toml")
+            .with_help("relative paths are resolved against the script's folder, not the working directory")
+    })?;
+    let document: toml::Table = text.parse().map_err(|error| {
+        CallError::new(format!("invalid TOML in {}: {error}", path.display()))
+            .with_label("invalid pyproject.toml")
+    })?;
+    let invalid = |what: &str| {
+        CallError::new(format!("{} has no valid {what}", path.display()))
+            .with_label("invalid pyproject.toml")
+            .with_help("declare dependencies as a list of strings in the [project] table, as PEP 621 describes")
+    };
+    let project = document
+        .get("project")
+        .and_then(toml::Value::as_table)
+        .ok_or_else(|| invalid("[project] table"))?;
+    let strings = |value: Option<&toml::Value>, what: &str| -> Result<Vec<String>, CallError> {
+        match value {
+            None => Ok(Vec::new()),
+            Some(value) => value
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_string))
+                        .collect()
+                })
+                .ok_or_else(|| invalid(what)),
+        }
+    };
+
+    let mut packages = strings(project.get("dependencies"), "dependencies list")?;
+    let optional = project
+        .get("optional-dependencies")
+        .and_then(toml::Value::as_table);
+    for group in groups {
+        let Some(group_value) = optional.and_then(|table| table.get(group)) else {
+            let known: Vec<&String> = optional
+                .map(|table| table.keys().collect())
+                .unwrap_or_default();
+            return Err(CallError::new(format!(
+                "{} has no optional dependency group {group:?} (it has: {})",
+                path.display(),
+                known
+                    .iter()
+                    .map(|name| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_label("unknown group"));
+        };
+        packages.extend(strings(Some(group_value), "optional-dependencies group")?);
+    }
+    Ok(packages)
 }
 
 fn pip_options(options: &Options) -> Result<PipOptions, CallError> {
@@ -347,6 +435,68 @@ fn pip_options(options: &Options) -> Result<PipOptions, CallError> {
 }
 
 fn register_run_steps(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "pip_install_from_requirements",
+        PIP_OPTIONS,
+        |site, options, image: Image, path: ImmutableString| {
+            let requirements = local_path(&site, &path);
+            if !requirements.is_file() {
+                return Err(CallError::new(format!("requirements file {} does not exist", requirements.display()))
+                    .with_label("local path not found")
+                    .with_help("relative paths are resolved against the script's folder, not the working directory"));
+            }
+            let files = crate::staged_files::requirements_with_includes(&requirements)
+                .map_err(|reason| CallError::new(reason).with_label("invalid requirements file"))?;
+            let staged = StagedFiles::new(&files).map_err(|error| {
+                CallError::new(format!(
+                    "failed to read {}: {error}",
+                    requirements.display()
+                ))
+                .with_label("unreadable file")
+            })?;
+            let command = render::pip_install_requirements(
+                &staged.container_path(&requirements),
+                &pip_options(&options)?,
+            );
+            let summary = format!("pip_install_from_requirements {path}");
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(Arc::new(staged)),
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "pip_install_from_pyproject",
+        PYPROJECT_OPTIONS,
+        |site, options, image: Image, path: ImmutableString| {
+            let pyproject = local_path(&site, &path);
+            let groups = options.strings("optional_dependencies")?;
+            let packages = pyproject_dependencies(&pyproject, &groups)?;
+            if packages.is_empty() {
+                return Err(CallError::new(format!(
+                    "{} declares no dependencies to install",
+                    pyproject.display()
+                ))
+                .with_label("nothing to install"));
+            }
+            let command = render::pip_install(&packages, &pip_options(&options)?);
+            run_step(
+                &image,
+                site,
+                format!("pip_install_from_pyproject {path}"),
+                vec![command],
+                &options,
+            )
+        }
+    );
     register!(
         engine,
         builders,

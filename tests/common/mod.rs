@@ -156,3 +156,41 @@ pub fn all_containers() -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Writes a minimal pure-Python wheel of package `name` (an importable
+/// name) at `version` into `folder`, with the host's python3, so that tests
+/// can install packages without a package index. The module defines
+/// `VERSION`.
+pub fn make_wheel(folder: &Path, name: &str, version: &str) -> PathBuf {
+    std::fs::create_dir_all(folder).unwrap();
+    let program = r#"
+import sys, zipfile
+folder, name, version = sys.argv[1:4]
+dist = name.replace("_", "-")
+info = f"{name}-{version}.dist-info"
+path = f"{folder}/{name}-{version}-py3-none-any.whl"
+files = {
+    f"{name}/__init__.py": f"VERSION = {version!r}\n",
+    f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n",
+    f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: imgscript-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+}
+with zipfile.ZipFile(path, "w") as wheel:
+    for entry, text in files.items():
+        wheel.writestr(entry, text)
+    wheel.writestr(f"{info}/RECORD", "".join(f"{entry},,\n" for entry in files) + f"{info}/RECORD,,\n")
+print(path)
+"#;
+    let output = Command::new("python3")
+        .args(["-c", program])
+        .arg(folder)
+        .arg(name)
+        .arg(version)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        output.status.success(),
+        "making a wheel failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+}
