@@ -75,6 +75,9 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
         }
         Step::Run(run) => {
             encoder.text("step", "run").list("commands", &run.commands);
+            if let Some(seconds) = run.timeout_seconds {
+                encoder.field("timeout", &seconds.to_be_bytes());
+            }
             if let Some(files) = &run.staged_files {
                 encoder.text("staged-files", &files.digest);
             }

@@ -38,6 +38,20 @@ pub struct StepFailed {
     pub span: SourceSpan,
 }
 
+/// A build step stopped because it ran longer than its `timeout`.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("step `{function}` timed out after {seconds} seconds and was stopped")]
+pub struct StepTimedOut {
+    pub function: String,
+    pub seconds: u64,
+    #[help]
+    pub help: String,
+    #[source_code]
+    pub source_code: NamedSource<String>,
+    #[label("this step ran too long; raise its timeout option if it needs more time")]
+    pub span: SourceSpan,
+}
+
 /// A Dockerfile build that the engine reported as failed.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("Dockerfile build failed: {message}")]
@@ -65,6 +79,10 @@ pub enum Error {
     #[error(transparent)]
     #[diagnostic(transparent)]
     DockerfileFailed(#[from] Box<DockerfileFailed>),
+
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    StepTimedOut(#[from] Box<StepTimedOut>),
 
     #[error("cannot connect to the Docker daemon at {address}")]
     #[diagnostic(help(

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome};
 use crate::cache_index::CacheIndex;
 use crate::context::LocalContext;
-use crate::diagnostics::{DockerfileFailed, Error, StepFailed};
+use crate::diagnostics::{DockerfileFailed, Error, StepFailed, StepTimedOut};
 use crate::image::{ConfigChange, DockerfileStep, Layer, Step};
 use crate::plan::{Plan, Status};
 use crate::progress::Progress;
@@ -221,6 +221,7 @@ impl<'a> Executor<'a> {
                             secret_file: secret_path.as_deref(),
                             staged_folder: staged_folder.as_ref().map(tempfile::TempDir::path),
                             gpu: run.gpu.as_ref(),
+                            timeout: run.timeout_seconds.map(std::time::Duration::from_secs),
                         },
                         self.environment,
                         &mut output,
@@ -239,6 +240,19 @@ impl<'a> Executor<'a> {
                             exit_code: failure.exit_code,
                             help: StepFailed::help_for(&output_tail),
                             output_tail,
+                            source_code: layer.call.named_source(),
+                            span: layer.call.span(),
+                        })
+                        .into());
+                    }
+                    StepOutcome::TimedOut { limit, output_tail } => {
+                        return Err(Box::new(StepTimedOut {
+                            function: layer.call.function.clone(),
+                            seconds: limit.as_secs(),
+                            help: format!(
+                                "the last lines of its output:\n{}",
+                                output_tail.join("\n")
+                            ),
                             source_code: layer.call.named_source(),
                             span: layer.call.span(),
                         })

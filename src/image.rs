@@ -118,6 +118,8 @@ pub struct RunStep {
     pub gpu: Option<GpuRequest>,
     /// Local files the commands read while they run, kept out of the layer.
     pub staged_files: Option<Arc<StagedFiles>>,
+    /// How long the commands may run before the step fails.
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone)]

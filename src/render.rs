@@ -110,6 +110,27 @@ pub fn pip_install_requirements(path: &str, options: &PipOptions) -> String {
     )
 }
 
+/// Loads the file given as the first argument as a module and calls the
+/// named function with the JSON-encoded `args` and `kwargs` of the third.
+const RUN_FUNCTION_PROGRAM: &str = "import importlib.util, json, sys
+path, name, call = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+spec = importlib.util.spec_from_file_location('imgscript_build_function', path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+getattr(module, name)(*call['args'], **call['kwargs'])";
+
+/// Renders a call of `function` from the Python file at `path` in the
+/// container, with `call` holding its arguments as JSON.
+pub fn run_function(path: &str, function: &str, call: &str) -> String {
+    format!(
+        "{REQUIRE_PYTHON}python -c {} {} {} {}",
+        quote(RUN_FUNCTION_PROGRAM),
+        quote(path),
+        quote(function),
+        quote(call)
+    )
+}
+
 /// Renders a uv install into the image's `python`. Where the image has no
 /// `uv`, one is installed with pip into a temporary folder and removed again
 /// whether the install succeeds or fails.

@@ -219,3 +219,106 @@ fn pip_step_without_python_says_so() {
         result.stderr
     );
 }
+
+#[test]
+fn run_function_calls_python_at_build() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    let write_function = |suffix: &str| {
+        workspace.write(
+            "download.py",
+            &format!(
+                "import json, os\n\n\ndef fetch(name, *, count=1):\n    with open('/fetched.json', 'w') as out:\n        json.dump({{'name': name, 'count': count, 'token': os.environ['TOKEN'], 'suffix': '{suffix}'}}, out)\n"
+            ),
+        );
+    };
+    write_function("one");
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            r#"debian_slim("3.11")
+    .env(#{{ NONCE: "{nonce}" }})
+    .run_function("./download.py", "fetch", #{{ args: ["weights"], kwargs: #{{ count: 3 }}, secrets: [secret_from_map(#{{ TOKEN: "t0k" }})], timeout: 60 }})"#
+        ),
+    );
+
+    let first = build(&script, &[]);
+    let fetched = docker(&["run", "--rm", &image_id(&first), "cat", "/fetched.json"]);
+    assert_eq!(
+        fetched,
+        r#"{"name": "weights", "count": 3, "token": "t0k", "suffix": "one"}"#
+    );
+    assert!(!build(&script, &[]).stderr.contains("(building"));
+
+    write_function("two");
+    let rebuilt = build(&script, &[]);
+    assert!(
+        rebuilt
+            .stderr
+            .contains("run_function ./download.py fetch (building"),
+        "{}",
+        rebuilt.stderr
+    );
+    let fetched = docker(&["run", "--rm", &image_id(&rebuilt), "cat", "/fetched.json"]);
+    assert!(fetched.contains(r#""suffix": "two""#), "{fetched}");
+}
+
+#[test]
+fn run_function_timeout_stops_step() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    workspace.write(
+        "slow.py",
+        &format!(
+            "import time\n\n\ndef wait():\n    print('{}', flush=True)\n    time.sleep(60)\n",
+            nonce()
+        ),
+    );
+    let script = workspace.write(
+        "build.img",
+        r#"debian_slim("3.11").run_function("./slow.py", "wait", #{ timeout: 2 })"#,
+    );
+    let containers_before = all_containers();
+    let started = std::time::Instant::now();
+    let result = run(imgscript().arg("run").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("step `run_function` timed out after 2 seconds"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(50),
+        "the timeout did not stop the step"
+    );
+    assert_eq!(all_containers(), containers_before);
+}
+
+#[test]
+fn run_function_missing_function_fails() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    workspace.write(
+        "tasks.py",
+        &format!("# {}\ndef present():\n    pass\n", nonce()),
+    );
+    let script = workspace.write(
+        "build.img",
+        r#"debian_slim("3.11").run_function("./tasks.py", "absent")"#,
+    );
+    let result = run(imgscript().arg("run").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("step `run_function` failed"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("has no attribute 'absent'"),
+        "{}",
+        result.stderr
+    );
+}

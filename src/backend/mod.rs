@@ -141,6 +141,8 @@ pub struct StepContainer<'a> {
     /// A folder of files the commands read, mounted at [`STAGED_FILES_PATH`].
     pub staged_folder: Option<&'a Path>,
     pub gpu: Option<&'a GpuRequest>,
+    /// How long the commands may run before the step fails.
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// The message of a failed Dockerfile build and its last output lines.
@@ -163,6 +165,11 @@ pub enum StepOutcome {
     /// The committed image's layer list (diff ids).
     Committed(Vec<String>),
     Failed(CommandFailure),
+    /// The commands ran longer than the step's timeout and were stopped.
+    TimedOut {
+        limit: std::time::Duration,
+        output_tail: Vec<String>,
+    },
 }
 
 /// A connection to one Docker Engine, and what it created that must not
@@ -366,7 +373,7 @@ impl Docker {
             ..ContainerCreateBody::default()
         };
         let container = self.create_container(body).await?;
-        let outcome = self.run_and_commit(&container, step.gpu, output).await;
+        let outcome = self.run_and_commit(&container, step, output).await;
         self.remove_container(&container).await;
         outcome
     }
@@ -374,7 +381,7 @@ impl Docker {
     async fn run_and_commit(
         &self,
         container: &str,
-        gpu: Option<&GpuRequest>,
+        step: &StepContainer<'_>,
         output: &mut (dyn FnMut(&str) + Send),
     ) -> Result<StepOutcome, Error> {
         let mut logs = self.attach_output(container).await?;
@@ -384,7 +391,7 @@ impl Docker {
                 None::<bollard::query_parameters::StartContainerOptions>,
             )
             .await
-            .map_err(|error| match gpu {
+            .map_err(|error| match step.gpu {
                 Some(request)
                     if docker_message(&error).contains("could not select device driver") =>
                 {
@@ -398,30 +405,17 @@ impl Docker {
 
         let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
         let mut failure_marker = None;
-        // One buffer per stream: a partial line on stdout must not join a
-        // line on stderr, since the two arrive in no fixed order.
-        let mut pending = [String::new(), String::new()];
-        while let Some(chunk) = logs.next().await {
-            let chunk = chunk.map_err(|error| Error::docker("reading build output", error))?;
-            let (stream, bytes) = match &chunk {
-                LogOutput::StdOut { message } | LogOutput::Console { message } => (0, message),
-                LogOutput::StdErr { message } => (1, message),
-                LogOutput::StdIn { .. } => continue,
-            };
-            let buffer = &mut pending[stream];
-            buffer.push_str(&String::from_utf8_lossy(bytes));
-            while let Some(newline) = buffer.find('\n') {
-                let line: String = buffer.drain(..=newline).collect();
-                handle_output_line(
-                    line.trim_end_matches(['\n', '\r']),
-                    output,
-                    &mut tail,
-                    &mut failure_marker,
-                );
+        let reading = read_step_output(&mut logs, output, &mut tail, &mut failure_marker);
+        match step.timeout {
+            None => reading.await?,
+            Some(limit) => {
+                if tokio::time::timeout(limit, reading).await.is_err() {
+                    return Ok(StepOutcome::TimedOut {
+                        limit,
+                        output_tail: tail.into_iter().collect(),
+                    });
+                }
             }
-        }
-        for rest in pending.iter().filter(|rest| !rest.is_empty()) {
-            handle_output_line(rest, output, &mut tail, &mut failure_marker);
         }
 
         let exit_code = self.wait(container).await?;
@@ -827,6 +821,44 @@ fn relocate_archive(
         }
     }
     output.into_inner()
+}
+
+/// Reads a step's output to its end, passing each line to `output` and
+/// keeping the last lines and the failure marker.
+async fn read_step_output(
+    logs: &mut std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = Result<LogOutput, BollardError>> + Send>,
+    >,
+    output: &mut (dyn FnMut(&str) + Send),
+    tail: &mut VecDeque<String>,
+    failure_marker: &mut Option<(usize, i64)>,
+) -> Result<(), Error> {
+    // One buffer per stream: a partial line on stdout must not join a line
+    // on stderr, since the two arrive in no fixed order.
+    let mut pending = [String::new(), String::new()];
+    while let Some(chunk) = logs.next().await {
+        let chunk = chunk.map_err(|error| Error::docker("reading build output", error))?;
+        let (stream, bytes) = match &chunk {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => (0, message),
+            LogOutput::StdErr { message } => (1, message),
+            LogOutput::StdIn { .. } => continue,
+        };
+        let buffer = &mut pending[stream];
+        buffer.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(newline) = buffer.find('\n') {
+            let line: String = buffer.drain(..=newline).collect();
+            handle_output_line(
+                line.trim_end_matches(['\n', '\r']),
+                output,
+                tail,
+                failure_marker,
+            );
+        }
+    }
+    for rest in pending.iter().filter(|rest| !rest.is_empty()) {
+        handle_output_line(rest, output, tail, failure_marker);
+    }
+    Ok(())
 }
 
 fn handle_output_line(

@@ -36,6 +36,7 @@ const USAGE: &[(&str, &str)] = &[
     ("uv_pip_install", "`image.uv_pip_install([\"requests==2.32.3\"])`, with an optional options map"),
     ("pip_install_from_requirements", "`image.pip_install_from_requirements(\"./requirements.txt\")`, with an optional options map"),
     ("pip_install_from_pyproject", "`image.pip_install_from_pyproject(\"./pyproject.toml\")`, with an optional options map"),
+    ("run_function", "`image.run_function(\"./download.py\", \"download_weights\")`, with an optional options map"),
     ("run_commands", "`image.run_commands([\"echo hello\"])`, with an optional options map"),
     ("env", "`image.env(#{ NAME: \"value\" })`, with an optional options map"),
     ("workdir", "`image.workdir(\"/app\")`, with an optional options map"),
@@ -358,6 +359,7 @@ fn run_step_with_files(
             secrets: options.secrets("secrets")?,
             gpu: options.gpu("gpu")?,
             staged_files,
+            timeout_seconds: options.seconds("timeout")?,
         }),
         force_build,
     ))
@@ -435,6 +437,54 @@ fn pip_options(options: &Options) -> Result<PipOptions, CallError> {
 }
 
 fn register_run_steps(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "run_function",
+        &["args", "kwargs", "secrets", "gpu", "timeout", "force_build"],
+        |site, options, image: Image, file: ImmutableString, function: ImmutableString| {
+            let path = local_path(&site, &file);
+            if !path.is_file() {
+                return Err(CallError::new(format!("Python file {} does not exist", path.display()))
+                    .with_label("local path not found")
+                    .with_help("relative paths are resolved against the script's folder, not the working directory"));
+            }
+            let is_identifier = function.starts_with(|c: char| c.is_alphabetic() || c == '_')
+                && function.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !is_identifier {
+                return Err(
+                    CallError::new(format!("invalid Python function name {function:?}"))
+                        .with_label("invalid function name"),
+                );
+            }
+            let args = options.json("args", serde_json::Value::Array(Vec::new()))?;
+            let kwargs =
+                options.json("kwargs", serde_json::Value::Object(serde_json::Map::new()))?;
+            if !args.is_array() || !kwargs.is_object() {
+                return Err(CallError::new(
+                    "run_function takes `args` as an array and `kwargs` as a map",
+                )
+                .with_label("wrong option type"));
+            }
+
+            let staged = StagedFiles::new(&std::collections::BTreeSet::from([path.clone()]))
+                .map_err(|error| {
+                    CallError::new(format!("failed to read {}: {error}", path.display()))
+                        .with_label("unreadable file")
+                })?;
+            let call = serde_json::json!({ "args": args, "kwargs": kwargs }).to_string();
+            let command = render::run_function(&staged.container_path(&path), &function, &call);
+            let summary = format!("run_function {file} {function}");
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(Arc::new(staged)),
+                &options,
+            )
+        }
+    );
     register!(
         engine,
         builders,

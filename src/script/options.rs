@@ -83,6 +83,35 @@ impl Options {
         })
     }
 
+    /// Accepts a whole number of seconds from 1 up.
+    pub fn seconds(&self, key: &str) -> Result<Option<u64>, CallError> {
+        match self.map.get(key) {
+            None => Ok(None),
+            Some(value) => match value.as_int() {
+                Ok(seconds) if seconds > 0 => Ok(Some(seconds as u64)),
+                _ => Err(self.type_error(key, "a positive whole number of seconds", value)),
+            },
+        }
+    }
+
+    /// Converts an option to JSON, or returns `default` when it is absent.
+    pub fn json(
+        &self,
+        key: &str,
+        default: serde_json::Value,
+    ) -> Result<serde_json::Value, CallError> {
+        match self.map.get(key) {
+            None => Ok(default),
+            Some(value) => serde_json::to_value(value).map_err(|error| {
+                CallError::new(format!(
+                    "option `{key}` of {} cannot be passed to Python: {error}",
+                    self.function
+                ))
+                .with_label("wrong option type")
+            }),
+        }
+    }
+
     pub fn contains(&self, key: &str) -> bool {
         self.map.contains_key(key)
     }
