@@ -67,7 +67,7 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
     match &layer.step {
         Step::Base(base) => {
             let (kind, reference) = match base {
-                BaseImage::Registry(reference) => ("registry", reference),
+                BaseImage::Registry { reference, .. } => ("registry", reference),
                 BaseImage::Id(id) => ("id", id),
             };
             encoder.text("base", kind).text("reference", reference);

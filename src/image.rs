@@ -90,11 +90,17 @@ pub enum Step {
     DockerfileCommands(DockerfileCommandsStep),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum BaseImage {
-    /// A reference such as `python:3.11-slim-bookworm` or
-    /// `127.0.0.1:5000/team/app@sha256:…`.
-    Registry(String),
+    Registry {
+        /// A reference such as `python:3.11-slim-bookworm` or
+        /// `127.0.0.1:5000/team/app@sha256:…`.
+        reference: String,
+        /// Credentials for a private registry (REGISTRY_USERNAME and
+        /// REGISTRY_PASSWORD); without them, those of the docker config
+        /// file are used.
+        secret: Option<Secret>,
+    },
     /// An image id of the local store.
     Id(String),
 }
@@ -102,7 +108,7 @@ pub enum BaseImage {
 impl BaseImage {
     pub fn reference(&self) -> &str {
         match self {
-            BaseImage::Registry(reference) | BaseImage::Id(reference) => reference,
+            BaseImage::Registry { reference, .. } | BaseImage::Id(reference) => reference,
         }
     }
 }

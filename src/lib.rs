@@ -17,6 +17,7 @@ pub mod image;
 pub mod plan;
 pub mod progress;
 pub mod reference;
+pub mod registry_auth;
 pub mod render;
 pub mod script;
 pub mod secret;

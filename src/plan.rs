@@ -10,6 +10,8 @@ use crate::cache_key::layer_key;
 use crate::diagnostics::Error;
 use crate::image::{BaseImage, Image, Layer, Step};
 use crate::progress::Progress;
+use crate::reference::registry_of;
+use crate::registry_auth::credentials_for;
 
 /// The reason a step must be built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,10 +394,17 @@ async fn resolve_base(
         (BaseImage::Id(id), _) => Err(Error::ImageIdNotFound {
             reference: id.clone(),
         }),
-        (BaseImage::Registry(_), None) => Ok(None),
-        (BaseImage::Registry(reference), Some(progress)) => {
+        (BaseImage::Registry { .. }, None) => Ok(None),
+        (BaseImage::Registry { reference, secret }, Some(progress)) => {
             progress.pulling(reference);
-            docker.pull(reference).await?;
+            let credentials = credentials_for(reference, secret.as_ref()).map_err(|error| {
+                Error::BaseImageUnavailable {
+                    reference: reference.clone(),
+                    registry: registry_of(reference),
+                    reason: error.to_string(),
+                }
+            })?;
+            docker.pull(reference, credentials).await?;
             let pulled = docker.inspect(reference).await?;
             Ok(pulled.and_then(|inspect| inspect.id))
         }

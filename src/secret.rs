@@ -127,8 +127,9 @@ impl Secret {
         })
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.vars.values().map(String::as_str)
+    /// Returns the value of one variable.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str)
     }
 }
 

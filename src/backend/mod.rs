@@ -12,6 +12,7 @@ pub mod image_config;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, ImageInspect};
@@ -225,12 +226,16 @@ impl Docker {
     }
 
     /// Pulls `reference`, reporting which registry failed and why.
-    pub async fn pull(&self, reference: &str) -> Result<(), Error> {
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<(), Error> {
         debug!(%reference, "pulling base image");
         let options = CreateImageOptionsBuilder::default()
             .from_image(reference)
             .build();
-        let mut progress = self.client.create_image(Some(options), None, None);
+        let mut progress = self.client.create_image(Some(options), None, credentials);
         while let Some(item) = progress.next().await {
             if let Err(error) = item {
                 return Err(Error::BaseImageUnavailable {

@@ -207,14 +207,19 @@ fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "from_registry",
-        &["force_build"],
+        &["secret", "force_build"],
         |site, options, reference: ImmutableString| {
             check_reference(&reference)?;
-            Ok(base(
-                site,
-                BaseImage::Registry(reference.to_string()),
-                options.bool("force_build")?,
-            ))
+            let secret = options.secrets("secret")?;
+            if secret.len() > 1 {
+                return Err(CallError::new("from_registry takes one secret, holding REGISTRY_USERNAME and REGISTRY_PASSWORD")
+                    .with_label("more than one secret"));
+            }
+            let base_image = BaseImage::Registry {
+                reference: reference.to_string(),
+                secret: secret.into_iter().next(),
+            };
+            Ok(base(site, base_image, options.bool("force_build")?))
         }
     );
     register!(
@@ -239,7 +244,10 @@ fn register_bases(engine: &mut Engine, builders: &Builders) {
 }
 
 fn debian_slim_reference(version: &str) -> BaseImage {
-    BaseImage::Registry(format!("python:{version}-slim-bookworm"))
+    BaseImage::Registry {
+        reference: format!("python:{version}-slim-bookworm"),
+        secret: None,
+    }
 }
 
 fn base(call: CallSite, base: BaseImage, force_build: bool) -> Image {
