@@ -4,8 +4,8 @@
 //!
 //! A step's secrets reach its container as a file of `export` lines,
 //! bind-mounted read-only under a tmpfs at `/run` and sourced by the step
-//! driver, because anything in a container's Env, Cmd or Labels is kept in
-//! the committed image's `container_config`.
+//! driver. They never go into the container's Env, Cmd or Labels, because
+//! a committed image keeps those in its `container_config`.
 
 use std::collections::BTreeMap;
 use std::fmt;

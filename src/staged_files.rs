@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::cache_key::KeyEncoder;
 
-/// Where staged files appear in a step's container.
+/// Path of the staged files in a step's container.
 pub const STAGED_FILES_PATH: &str = "/run/imgscript-files";
 
 #[derive(Debug)]

@@ -57,6 +57,7 @@ fn secrets_reach_step_and_nothing_else() {
     secret_from_map(#{{ MAPPED: "{}" }}),
 ];
 debian_slim("3.11")
+    .env(#{{ NONCE: "{nonce}" }})
     .run_commands(["printf %s \"$NAMED$DOTENV$IMGSCRIPT_TEST_SECRET$MAPPED\" | sha256sum | cut -c1-64 > /secrets.sha"], #{{ secrets: secrets }})
     .env(#{{ AFTER: "1" }})"#,
             values[3]
