@@ -198,3 +198,54 @@ fn users_rejects_non_integer_id() {
         result.stderr
     );
 }
+
+#[test]
+fn apt_example_pins_snapshot() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write("build.img", &stdlib_example("apt"));
+    let result = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "cat /etc/apt/sources.list.d/debian.sources /etc/apt/sources.list 2>/dev/null; cat /etc/apt/apt.conf.d/99imgscript-snapshot",
+    ]));
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert!(
+        result
+            .stdout
+            .contains("http://snapshot.debian.org/archive/debian/20250520T000000Z"),
+        "{}",
+        result.stdout
+    );
+    assert!(
+        !result.stdout.contains("deb.debian.org"),
+        "{}",
+        result.stdout
+    );
+    assert!(
+        result
+            .stdout
+            .contains("Acquire::Check-Valid-Until \"false\";"),
+        "{}",
+        result.stdout
+    );
+}
+
+#[test]
+fn apt_rejects_bad_date() {
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        "import \"apt\" as apt;\napt::pin_snapshot(debian_slim(\"3.11\"), \"2025-05-20\")\n",
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("needs a timestamp such as \"20250520T000000Z\""),
+        "{}",
+        result.stderr
+    );
+}
