@@ -514,16 +514,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn archive_at_root_has_relative_names() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a.txt"), "a").unwrap();
-        let context = LocalContext::dir(dir.path().to_path_buf(), ".", &[]).unwrap();
-        let mut archive = tar::Builder::new(Vec::new());
-        context.append_to_archive(&mut archive, "/").unwrap();
-        let bytes = archive.into_inner().unwrap();
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        let names: Vec<String> = archive
+    fn archive_names(bytes: &[u8]) -> Vec<String> {
+        let mut archive = tar::Archive::new(bytes);
+        archive
             .entries()
             .unwrap()
             .map(|entry| {
@@ -534,7 +527,18 @@ mod tests {
                     .to_string_lossy()
                     .into_owned()
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn archive_at_root_has_relative_names() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("a.txt"), "a").unwrap();
+        let context = LocalContext::dir(dir.path().to_path_buf(), ".", &[]).unwrap();
+        let mut archive = tar::Builder::new(Vec::new());
+        context.append_to_archive(&mut archive, "/").unwrap();
+        let bytes = archive.into_inner().unwrap();
+        let names = archive_names(&bytes);
         assert_eq!(names, ["a.txt"]);
     }
 
@@ -553,19 +557,7 @@ mod tests {
         let bytes = pack();
         assert_eq!(bytes, pack());
 
-        let mut archive = tar::Archive::new(bytes.as_slice());
-        let names: Vec<String> = archive
-            .entries()
-            .unwrap()
-            .map(|entry| {
-                entry
-                    .unwrap()
-                    .path()
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned()
-            })
-            .collect();
+        let names = archive_names(&bytes);
         assert_eq!(names, ["app/", "app/pkg/", "app/pkg/mod.py"]);
     }
 }

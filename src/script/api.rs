@@ -373,6 +373,30 @@ fn run_step_with_files(
     ))
 }
 
+/// Resolves a local file path from the script and checks that the file
+/// exists; `what` names it in the message.
+fn existing_local_file(site: &CallSite, written: &str, what: &str) -> Result<PathBuf, CallError> {
+    let path = local_path(site, written);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(CallError::new(format!("{what} {} does not exist", path.display()))
+        .with_label("local path not found")
+        .with_help("relative paths are resolved against the script's folder, not the working directory"))
+}
+
+/// Collects files a step mounts while it runs; `main` names them in the
+/// message when one cannot be read.
+fn stage_files(
+    files: &std::collections::BTreeSet<PathBuf>,
+    main: &Path,
+) -> Result<Arc<StagedFiles>, CallError> {
+    StagedFiles::new(files).map(Arc::new).map_err(|error| {
+        CallError::new(format!("failed to read {}: {error}", main.display()))
+            .with_label("unreadable file")
+    })
+}
+
 /// Reads `[project] dependencies` of a pyproject.toml, plus the named
 /// groups of `[project.optional-dependencies]`.
 fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>, CallError> {
@@ -451,12 +475,7 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         "run_function",
         &["args", "kwargs", "secrets", "gpu", "timeout", "force_build"],
         |site, options, image: Image, file: ImmutableString, function: ImmutableString| {
-            let path = local_path(&site, &file);
-            if !path.is_file() {
-                return Err(CallError::new(format!("Python file {} does not exist", path.display()))
-                    .with_label("local path not found")
-                    .with_help("relative paths are resolved against the script's folder, not the working directory"));
-            }
+            let path = existing_local_file(&site, &file, "Python file")?;
             let is_identifier = function.starts_with(|c: char| c.is_alphabetic() || c == '_')
                 && function.chars().all(|c| c.is_alphanumeric() || c == '_');
             if !is_identifier {
@@ -475,22 +494,11 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
                 .with_label("wrong option type"));
             }
 
-            let staged = StagedFiles::new(&std::collections::BTreeSet::from([path.clone()]))
-                .map_err(|error| {
-                    CallError::new(format!("failed to read {}: {error}", path.display()))
-                        .with_label("unreadable file")
-                })?;
+            let staged = stage_files(&std::collections::BTreeSet::from([path.clone()]), &path)?;
             let call = serde_json::json!({ "args": args, "kwargs": kwargs }).to_string();
             let command = render::run_function(&staged.container_path(&path), &function, &call);
             let summary = format!("run_function {file} {function}");
-            run_step_with_files(
-                &image,
-                site,
-                summary,
-                vec![command],
-                Some(Arc::new(staged)),
-                &options,
-            )
+            run_step_with_files(&image, site, summary, vec![command], Some(staged), &options)
         }
     );
     register!(
@@ -499,34 +507,16 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         "pip_install_from_requirements",
         PIP_OPTIONS,
         |site, options, image: Image, path: ImmutableString| {
-            let requirements = local_path(&site, &path);
-            if !requirements.is_file() {
-                return Err(CallError::new(format!("requirements file {} does not exist", requirements.display()))
-                    .with_label("local path not found")
-                    .with_help("relative paths are resolved against the script's folder, not the working directory"));
-            }
+            let requirements = existing_local_file(&site, &path, "requirements file")?;
             let files = crate::staged_files::requirements_with_includes(&requirements)
                 .map_err(|reason| CallError::new(reason).with_label("invalid requirements file"))?;
-            let staged = StagedFiles::new(&files).map_err(|error| {
-                CallError::new(format!(
-                    "failed to read {}: {error}",
-                    requirements.display()
-                ))
-                .with_label("unreadable file")
-            })?;
+            let staged = stage_files(&files, &requirements)?;
             let command = render::pip_install_requirements(
                 &staged.container_path(&requirements),
                 &pip_options(&options)?,
             );
             let summary = format!("pip_install_from_requirements {path}");
-            run_step_with_files(
-                &image,
-                site,
-                summary,
-                vec![command],
-                Some(Arc::new(staged)),
-                &options,
-            )
+            run_step_with_files(&image, site, summary, vec![command], Some(staged), &options)
         }
     );
     register!(
