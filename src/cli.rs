@@ -213,11 +213,22 @@ async fn run(
         })?;
     }
     let targets = select_targets(file, target)?;
-    if targets.len() > 1 && (tag.is_some() || !command.is_empty()) {
-        return Err(Error::Usage {
-            message: "--tag and `-- CMD` need a single image, but the script builds several".into(),
-            help: "pick one with --target NAME".into(),
-        });
+    if targets.len() > 1 {
+        let needs_one = match (tag.is_some(), command.is_empty()) {
+            (true, true) => Some("--tag needs"),
+            (false, false) => Some("`-- CMD` needs"),
+            (true, false) => Some("--tag and `-- CMD` need"),
+            (false, true) => None,
+        };
+        if let Some(needs_one) = needs_one {
+            return Err(Error::Usage {
+                message: format!(
+                    "{needs_one} a single image, but the script builds {}",
+                    targets.len()
+                ),
+                help: "pick one with --target NAME".into(),
+            });
+        }
     }
     if let Some(bundle) = &ca_bundle {
         if !bundle.is_file() {
@@ -255,7 +266,7 @@ async fn run(
         }
         print_delivered(&delivered, &mut std::io::stderr());
         let image = &plan.targets[0].image;
-        let (binds, _staging) = mount_binds(image)?;
+        let (binds, _staging) = mount_binds(&docker, &delivered[0].image_id, image).await?;
         let status = docker
             .run_container(&delivered[0].image_id, &command, binds)
             .await?;
@@ -308,12 +319,26 @@ fn print_delivered(delivered: &[Delivered], out: &mut dyn std::io::Write) {
 /// Returns the bind mounts for an image's `copy: false` files. A folder
 /// whose ignore rules leave files out is mirrored into a temporary folder
 /// of hard links (copies across file systems), returned so it lives as long
-/// as the container.
-fn mount_binds(image: &Image) -> Result<(Vec<String>, Vec<tempfile::TempDir>), Error> {
+/// as the container. A file whose destination is a folder in the image is
+/// mounted inside it, as a baked file would be.
+async fn mount_binds(
+    docker: &Docker,
+    image_id: &str,
+    image: &Image,
+) -> Result<(Vec<String>, Vec<tempfile::TempDir>), Error> {
     let mut binds = Vec::new();
     let mut staging = Vec::new();
     for mount in image.mounts.iter() {
         let context = &mount.context;
+        let mut destination = mount.destination.clone();
+        if context.kind == ContextKind::File && docker.is_folder(image_id, &destination).await? {
+            let name = context
+                .source
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            destination = format!("{}/{name}", destination.trim_end_matches('/'));
+        }
         let source = if context.kind == ContextKind::Dir && context.excludes_any {
             let folder = stage_context(context)?;
             let path = folder.path().to_path_buf();
@@ -322,7 +347,7 @@ fn mount_binds(image: &Image) -> Result<(Vec<String>, Vec<tempfile::TempDir>), E
         } else {
             context.source.clone()
         };
-        binds.push(format!("{}:{}:ro", source.display(), mount.destination));
+        binds.push(format!("{}:{destination}:ro", source.display()));
     }
     Ok((binds, staging))
 }

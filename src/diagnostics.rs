@@ -52,6 +52,22 @@ pub struct StepTimedOut {
     pub span: SourceSpan,
 }
 
+/// A step that requests GPUs the engine cannot give.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+#[error("the Docker Engine cannot give this step the GPUs it requests ({request}): {reason}")]
+#[diagnostic(help(
+    "GPU steps need an NVIDIA GPU on the Docker host and the NVIDIA Container Toolkit registered with the engine; remove the gpu option to build without one"
+))]
+pub struct GpuUnavailable {
+    pub request: String,
+    pub reason: String,
+    /// The script, once the executor knows which step asked.
+    #[source_code]
+    pub source_code: Option<NamedSource<String>>,
+    #[label("this step requests the GPUs")]
+    pub span: Option<SourceSpan>,
+}
+
 /// A Dockerfile build that the engine reported as failed.
 #[derive(Debug, thiserror::Error, Diagnostic)]
 #[error("Dockerfile build failed: {message}")]
@@ -110,11 +126,9 @@ pub enum Error {
     #[error("failed to read {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
 
-    #[error("the Docker Engine cannot give this step the GPUs it requests ({request}): {reason}")]
-    #[diagnostic(help(
-        "GPU steps need an NVIDIA GPU on the Docker host and the NVIDIA Container Toolkit registered with the engine; remove the gpu option to build without one"
-    ))]
-    GpuUnavailable { request: String, reason: String },
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    GpuUnavailable(#[from] Box<GpuUnavailable>),
 
     #[error("cannot run {program} in the image: {reason}")]
     #[diagnostic(help("check the command's name and that it is installed and executable in the image, for example with `imgscript run FILE -- sh -c 'command -v {program}'`"))]

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::backend::{BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome};
+use crate::backend::{
+    relocate_archive, BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome,
+};
 use crate::cache_index::CacheIndex;
-use crate::context::LocalContext;
+use crate::context::{ContextKind, LocalContext};
 use crate::diagnostics::{DockerfileFailed, Error, StepFailed, StepTimedOut};
-use crate::image::{ConfigChange, DockerfileStep, Layer, Step};
+use crate::image::{ConfigChange, CopyStep, DockerfileStep, Layer, Step};
 use crate::plan::{Plan, Status};
 use crate::progress::Progress;
 use crate::secret::{write_secret_file, SecretFile};
@@ -179,11 +181,28 @@ impl<'a> Executor<'a> {
             }
             Step::CopyFrom(copy) => {
                 let source_id = source_id.expect("copy_from sources are built before the step");
-                let archive = self
+                let exported = self
                     .docker
-                    .export_path(source_id, &copy.source_path, &copy.destination)
+                    .export_path(source_id, &copy.source_path)
                     .await?;
-                let layers = self.docker.copy_step(&parent_id, archive).await?;
+                let relocate = |destination_is_folder| {
+                    relocate_archive(
+                        &exported,
+                        &copy.source_path,
+                        &copy.destination,
+                        destination_is_folder,
+                    )
+                    .map_err(|error| {
+                        Error::docker(
+                            format!("copying {} out of its image", copy.source_path),
+                            error,
+                        )
+                    })
+                };
+                let layers = self
+                    .docker
+                    .copy_step(&parent_id, &copy.destination, relocate)
+                    .await?;
                 add_committed_layer(&mut config, &layers, &created_by);
             }
             Step::Config(change) => {
@@ -226,13 +245,20 @@ impl<'a> Executor<'a> {
                         self.environment,
                         &mut output,
                     )
-                    .await?
-                {
+                    .await
+                    .map_err(|error| match error {
+                        Error::GpuUnavailable(mut gpu) => {
+                            gpu.source_code = Some(layer.call.named_source());
+                            gpu.span = Some(layer.call.span());
+                            Error::GpuUnavailable(gpu)
+                        }
+                        other => other,
+                    })? {
                     StepOutcome::Committed(layers) => {
                         add_committed_layer(&mut config, &layers, &created_by)
                     }
                     StepOutcome::Failed(failure) => {
-                        let command = run.commands.get(failure.index).cloned().unwrap_or_default();
+                        let command = run.shown_command(failure.index);
                         let output_tail = failure.output_tail.join("\n");
                         return Err(Box::new(StepFailed {
                             function: layer.call.function.clone(),
@@ -261,20 +287,11 @@ impl<'a> Executor<'a> {
                 }
             }
             Step::Copy(copy) => {
-                // NOTE: the archive is built in memory before it is sent, so
-                // baking a large folder takes as much memory as its files.
-                let mut archive = tar::Builder::new(Vec::new());
-                copy.context
-                    .append_to_archive(&mut archive, &copy.destination)
-                    .map_err(|error| Error::Read {
-                        path: copy.context.source.clone(),
-                        reason: error.to_string(),
-                    })?;
-                let archive = archive.into_inner().map_err(|error| Error::Read {
-                    path: copy.context.source.clone(),
-                    reason: error.to_string(),
-                })?;
-                let layers = self.docker.copy_step(&parent_id, archive).await?;
+                let pack = |destination_is_folder| pack_local_files(copy, destination_is_folder);
+                let layers = self
+                    .docker
+                    .copy_step(&parent_id, &copy.destination, pack)
+                    .await?;
                 add_committed_layer(&mut config, &layers, &created_by);
             }
         }
@@ -425,6 +442,36 @@ fn needed_steps(plan: &Plan) -> Vec<bool> {
         }
     }
     needed
+}
+
+/// Packs the files of a copy step. A single file goes inside the
+/// destination when that is an existing folder, as Docker's `COPY` does.
+fn pack_local_files(copy: &CopyStep, destination_is_folder: bool) -> Result<Vec<u8>, Error> {
+    let read_error = |reason: String| Error::Read {
+        path: copy.context.source.clone(),
+        reason,
+    };
+    let destination = match (copy.context.kind, destination_is_folder) {
+        (ContextKind::File, true) => {
+            let name = copy
+                .context
+                .source
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy();
+            format!("{}/{name}", copy.destination.trim_end_matches('/'))
+        }
+        _ => copy.destination.clone(),
+    };
+    // NOTE: the archive is built in memory before it is sent, so baking a
+    // large folder takes as much memory as its files.
+    let mut archive = tar::Builder::new(Vec::new());
+    copy.context
+        .append_to_archive(&mut archive, &destination)
+        .map_err(|error| read_error(error.to_string()))?;
+    archive
+        .into_inner()
+        .map_err(|error| read_error(error.to_string()))
 }
 
 /// Records a committed step in the config: a new layer when the commit

@@ -126,6 +126,32 @@ pub struct RunStep {
     pub staged_files: Option<Arc<StagedFiles>>,
     /// How long the commands may run before the step fails.
     pub timeout_seconds: Option<u64>,
+    /// What messages show for each command, where the command itself is
+    /// generated and long (`run_function`'s Python loader, say).
+    pub shown_commands: Option<Vec<String>>,
+}
+
+impl RunStep {
+    /// Returns command `index` as messages show it: the shown form where
+    /// there is one, else the command without the generated python check.
+    pub fn shown_command(&self, index: usize) -> String {
+        if let Some(shown) = self
+            .shown_commands
+            .as_ref()
+            .and_then(|shown| shown.get(index))
+        {
+            return shown.clone();
+        }
+        let command = self
+            .commands
+            .get(index)
+            .map(String::as_str)
+            .unwrap_or_default();
+        command
+            .strip_prefix(crate::render::REQUIRE_PYTHON)
+            .unwrap_or(command)
+            .to_string()
+    }
 }
 
 #[derive(Debug, Clone)]

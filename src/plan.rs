@@ -23,6 +23,8 @@ pub enum Reason {
     Forced,
     /// A step before it is built.
     ParentRebuilt,
+    /// The image a `copy_from` step copies out of is built.
+    SourceRebuilt,
     /// `force_build` on the base image: the base itself is used from the
     /// local store, and every step after it rebuilds.
     BaseForced,
@@ -36,6 +38,7 @@ impl Reason {
             Reason::NotCached => "no cached layer for this step (new or changed)",
             Reason::Forced => "forced",
             Reason::ParentRebuilt => "an earlier step is rebuilt",
+            Reason::SourceRebuilt => "the image it copies from is rebuilt",
             Reason::BaseForced => "force_build on the base image",
             Reason::BaseMissing => "base image not in the local store; it will be pulled",
         }
@@ -329,9 +332,11 @@ impl Plan {
         // Steps come parents first, so a parent's status is final here.
         for index in 0..self.steps.len() {
             let step = &self.steps[index];
-            let parent_rebuilds = step
-                .dependencies()
-                .any(|dependency| matches!(self.steps[dependency].status, Status::Build(_)));
+            let builds = |dependency: Option<usize>| {
+                dependency.is_some_and(|index| matches!(self.steps[index].status, Status::Build(_)))
+            };
+            let parent_rebuilds = builds(step.parent);
+            let source_rebuilds = builds(step.source);
             // A forced base is not pulled again, but the steps after it rebuild.
             let base_forced = step.dependencies().any(|dependency| {
                 is_base(&self.steps[dependency]) && forced(&self.steps[dependency])
@@ -344,6 +349,7 @@ impl Plan {
                 None if is_base(step) => Status::Build(Reason::BaseMissing),
                 _ if forced(step) => Status::Build(Reason::Forced),
                 _ if parent_rebuilds => Status::Build(Reason::ParentRebuilt),
+                _ if source_rebuilds => Status::Build(Reason::SourceRebuilt),
                 _ if base_forced => Status::Build(Reason::BaseForced),
                 Some(image_id) => Status::Cached {
                     image_id: image_id.clone(),

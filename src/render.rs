@@ -35,7 +35,7 @@ fn sorted_packages(packages: &[String]) -> String {
 
 /// Stops a Python step at once, with a message naming the cause, when the
 /// image has no `python` on PATH.
-const REQUIRE_PYTHON: &str = "command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\\''s python, but no python is on PATH' >&2; exit 127; }; ";
+pub const REQUIRE_PYTHON: &str = "command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\\''s python, but no python is on PATH' >&2; exit 127; }; ";
 
 fn quote_all(words: &[String]) -> String {
     words

@@ -48,6 +48,9 @@ pub enum SecretError {
     #[error("failed to read secret file {}: {reason}", path.display())]
     Unreadable { path: PathBuf, reason: String },
 
+    #[error(".env file {} does not exist", path.display())]
+    DotenvNotFound { path: PathBuf },
+
     #[error("invalid line {line} in {}: expected NAME=value", path.display())]
     InvalidLine { path: PathBuf, line: usize },
 
@@ -200,8 +203,7 @@ fn unreadable(path: &Path, error: std::io::Error) -> SecretError {
 /// quotes loses them.
 fn read_dotenv(path: &Path) -> Result<BTreeMap<String, String>, SecretError> {
     let text = std::fs::read_to_string(path).map_err(|error| match error.kind() {
-        std::io::ErrorKind::NotFound => SecretError::NotFound {
-            name: path.display().to_string(),
+        std::io::ErrorKind::NotFound => SecretError::DotenvNotFound {
             path: path.to_path_buf(),
         },
         _ => unreadable(path, error),

@@ -754,7 +754,7 @@ debian_slim("3.11")
         rebuilt.stderr.contains("copy_from /src/dist (image of")
             && rebuilt
                 .stderr
-                .contains("-> /app/dist (building: an earlier step is rebuilt)"),
+                .contains("-> /app/dist (building: the image it copies from is rebuilt)"),
         "{}",
         rebuilt.stderr
     );
@@ -790,4 +790,40 @@ fn copy_from_missing_path_fails() {
         result.stderr
     );
     assert_eq!(all_containers(), containers_before);
+}
+
+#[test]
+fn copies_into_existing_folders_like_docker() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    workspace.write("baked.txt", "baked\n");
+    workspace.write("attached.txt", "attached\n");
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"let builder = debian_slim("3.11")
+    .run_commands(["mkdir -p /src/dist && echo {nonce} > /src/dist/a.txt && echo tool > /src/tool"]);
+
+debian_slim("3.11")
+    .run_commands(["mkdir -p /opt/tools /app && echo keep > /opt/tools/existing.txt && ln -s /opt/tools /opt/link && echo {nonce}"])
+    .copy_from(builder, "/src/tool", "/opt/tools")
+    .copy_from(builder, "/src/dist", "/app/")
+    .add_local_file("./baked.txt", "/opt/link", #{{ copy: true }})
+    .add_local_file("./attached.txt", "/opt/tools")"#
+        ),
+    );
+    build(&script, &[]);
+
+    let listing = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "ls /opt/tools; ls /app; cat /opt/tools/existing.txt /opt/tools/attached.txt",
+    ]));
+    assert_eq!(listing.code, 0, "{}", listing.stderr);
+    assert_eq!(
+        listing.stdout,
+        "attached.txt\nbaked.txt\nexisting.txt\ntool\na.txt\nkeep\nattached\n"
+    );
 }

@@ -218,3 +218,56 @@ fn every_example_evaluates() {
         "expected at least three examples, found {count}"
     );
 }
+
+#[test]
+fn relative_find_links_rejected() {
+    let stderr = check_error(
+        "debian_slim(\"3.11\").pip_install([\"six\"], #{ find_links: \"./wheels\" })\n",
+    );
+    assert!(
+        stderr.contains("find_links \"./wheels\" is read inside the build container"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("pass find_links: \"/wheels\""), "{stderr}");
+}
+
+#[test]
+fn missing_dotenv_names_path() {
+    let stderr = check_error("debian_slim(\"3.11\").run_commands([\"true\"], #{ secrets: secret_from_dotenv(\"./.env\") })\n");
+    assert!(
+        stderr.contains(".env file [DIR]/.env does not exist"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("chmod"), "{stderr}");
+}
+
+#[test]
+fn single_image_options_name_themselves() {
+    let workspace = Workspace::new();
+    let path = workspace.write(
+        "build.img",
+        "let base = debian_slim(\"3.11\");\n#{ app: base, worker: base }\n",
+    );
+    let tag = run(imgscript()
+        .args(["run", "--tag", "one:1"])
+        .arg(&path)
+        .env("NO_COLOR", "1"));
+    assert_eq!(tag.code, 2, "{}", tag.stderr);
+    assert!(
+        tag.stderr
+            .contains("--tag needs a single image, but the script builds 2"),
+        "{}",
+        tag.stderr
+    );
+    let command = run(imgscript()
+        .arg("run")
+        .arg(&path)
+        .args(["--", "true"])
+        .env("NO_COLOR", "1"));
+    assert_eq!(command.code, 2, "{}", command.stderr);
+    assert!(
+        command.stderr.contains("`-- CMD` needs a single image"),
+        "{}",
+        command.stderr
+    );
+}

@@ -18,14 +18,15 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, ImageInspect};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CommitContainerOptionsBuilder,
-    CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    TagImageOptionsBuilder, UploadToContainerOptionsBuilder,
+    ContainerArchiveInfoOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, ImportImageOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tracing::{debug, trace};
 
-use crate::diagnostics::Error;
+use crate::diagnostics::{Error, GpuUnavailable};
 use crate::gpu::GpuRequest;
 use crate::reference::{registry_of, split_tag};
 use crate::secret::SECRETS_PATH;
@@ -400,10 +401,12 @@ impl Docker {
                 Some(request)
                     if docker_message(&error).contains("could not select device driver") =>
                 {
-                    Error::GpuUnavailable {
+                    Error::GpuUnavailable(Box::new(GpuUnavailable {
                         request: request.to_string(),
                         reason: docker_message(&error),
-                    }
+                        source_code: None,
+                        span: None,
+                    }))
                 }
                 _ => Error::docker("starting a build container", error),
             })?;
@@ -478,17 +481,21 @@ impl Docker {
         Ok(exit_code)
     }
 
-    /// Unpacks `archive` into a container from `parent` that is never
+    /// Unpacks an archive into a container from `parent` that is never
     /// started, so the image needs no shell, and commits the result.
-    pub async fn copy_step(&self, parent: &str, archive: Vec<u8>) -> Result<Vec<String>, Error> {
-        let body = ContainerCreateBody {
-            image: Some(parent.to_string()),
-            entrypoint: Some(Vec::new()),
-            cmd: Some(vec!["imgscript-copy-never-started".to_string()]),
-            ..ContainerCreateBody::default()
-        };
-        let container = self.create_container(body).await?;
+    /// `make_archive` receives whether `destination` is a folder in the
+    /// parent image (following symlinks), since Docker's `COPY` places a
+    /// file inside an existing folder rather than over it.
+    pub async fn copy_step(
+        &self,
+        parent: &str,
+        destination: &str,
+        make_archive: impl FnOnce(bool) -> Result<Vec<u8>, Error>,
+    ) -> Result<Vec<String>, Error> {
+        let container = self.create_idle_container(parent).await?;
         let result = async {
+            let destination_is_folder = self.is_folder_in(&container, destination).await?;
+            let archive = make_archive(destination_is_folder)?;
             let options = UploadToContainerOptionsBuilder::default().path("/").build();
             self.client
                 .upload_to_container(
@@ -505,6 +512,71 @@ impl Docker {
         .await;
         self.remove_container(&container).await;
         result
+    }
+
+    /// Returns whether `path` is a folder in `image`.
+    pub async fn is_folder(&self, image: &str, path: &str) -> Result<bool, Error> {
+        let container = self.create_idle_container(image).await?;
+        let result = self.is_folder_in(&container, path).await;
+        self.remove_container(&container).await;
+        result
+    }
+
+    /// Creates a container that is never started, to read or write its
+    /// file system.
+    async fn create_idle_container(&self, image: &str) -> Result<String, Error> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(Vec::new()),
+            cmd: Some(vec!["imgscript-never-started".to_string()]),
+            ..ContainerCreateBody::default()
+        };
+        self.create_container(body).await
+    }
+
+    /// Returns whether `path` is a folder in a container's file system,
+    /// following up to eight symlinks.
+    async fn is_folder_in(&self, container: &str, path: &str) -> Result<bool, Error> {
+        /// Go's `os.ModeDir`, as the daemon reports file modes.
+        const MODE_DIR: u32 = 1 << 31;
+        let mut path = path.trim_end_matches('/').to_string();
+        for _ in 0..8 {
+            if path.is_empty() {
+                return Ok(true);
+            }
+            let options = ContainerArchiveInfoOptionsBuilder::default()
+                .path(&path)
+                .build();
+            let stat = match self
+                .client
+                .get_container_archive_info(container, Some(options))
+                .await
+            {
+                Ok(stat) => stat,
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => return Ok(false),
+                Err(error) => {
+                    return Err(Error::docker(
+                        format!("reading {path} in a build container"),
+                        error,
+                    ))
+                }
+            };
+            if stat.file_mode & MODE_DIR != 0 {
+                return Ok(true);
+            }
+            if stat.link_target.is_empty() {
+                return Ok(false);
+            }
+            path = if stat.link_target.starts_with('/') {
+                stat.link_target
+            } else {
+                let parent = Path::new(&path).parent().unwrap_or(Path::new("/"));
+                parent.join(&stat.link_target).display().to_string()
+            };
+        }
+        Ok(false)
     }
 
     /// Builds the Dockerfile named `dockerfile` inside the context
@@ -563,23 +635,10 @@ impl Docker {
             .ok_or_else(|| Error::docker("building a Dockerfile", "the build reported no image id"))
     }
 
-    /// Reads `source_path` out of `image` as a tar archive whose entries are
-    /// renamed to sit at `destination`, ready for [`Docker::copy_step`]. A
-    /// destination ending in `/` receives the source under its own name, as
-    /// Docker's `COPY --from` does.
-    pub async fn export_path(
-        &self,
-        image: &str,
-        source_path: &str,
-        destination: &str,
-    ) -> Result<Vec<u8>, Error> {
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            entrypoint: Some(Vec::new()),
-            cmd: Some(vec!["imgscript-copy-never-started".to_string()]),
-            ..ContainerCreateBody::default()
-        };
-        let container = self.create_container(body).await?;
+    /// Reads `source_path` out of `image` as the tar archive Docker
+    /// returns, whose entries start with the path's last component.
+    pub async fn export_path(&self, image: &str, source_path: &str) -> Result<Vec<u8>, Error> {
+        let container = self.create_idle_container(image).await?;
         let result = async {
             let options = DownloadFromContainerOptionsBuilder::default()
                 .path(source_path)
@@ -602,9 +661,7 @@ impl Docker {
                 })?;
                 archive.extend_from_slice(&chunk);
             }
-            relocate_archive(&archive, source_path, destination).map_err(|error| {
-                Error::docker(format!("copying {source_path} out of image {image}"), error)
-            })
+            Ok(archive)
         }
         .await;
         self.remove_container(&container).await;
@@ -777,23 +834,32 @@ fn start_error(image: &str, command: &[String], error: BollardError) -> Error {
     }
 }
 
-/// Rewrites the archive Docker returns for `source_path` (whose entries start
-/// with the path's last component) so its entries start at `destination`.
-fn relocate_archive(
+/// Rewrites the archive Docker returns for `source_path` (whose entries
+/// start with the path's last component) so its entries land where Docker's
+/// `COPY --from` puts them: a folder's contents at `destination`; a file at
+/// `destination`, or inside it when it ends in `/` or is an existing folder.
+pub fn relocate_archive(
     archive: &[u8],
     source_path: &str,
     destination: &str,
+    destination_is_folder: bool,
 ) -> std::io::Result<Vec<u8>> {
     let source_name = source_path
         .trim_end_matches('/')
         .rsplit('/')
         .next()
         .unwrap_or_default();
-    let destination = destination.trim_start_matches('/');
-    let root = match destination.strip_suffix('/') {
-        Some("") => source_name.to_string(),
-        Some(folder) => format!("{folder}/{source_name}"),
-        None => destination.to_string(),
+    let source_is_folder = tar::Archive::new(archive)
+        .entries()?
+        .next()
+        .transpose()?
+        .is_some_and(|entry| entry.header().entry_type().is_dir());
+    let folder = destination.trim_start_matches('/').trim_end_matches('/');
+    let into_folder = destination.ends_with('/') || destination_is_folder;
+    let root = match (source_is_folder, into_folder, folder.is_empty()) {
+        (false, true, true) => source_name.to_string(),
+        (false, true, false) => format!("{folder}/{source_name}"),
+        _ => folder.to_string(),
     };
     let relocate = |name: &Path| -> PathBuf {
         match name.strip_prefix(source_name) {
@@ -808,6 +874,10 @@ fn relocate_archive(
     for entry in input.entries()? {
         let mut entry = entry?;
         let path = relocate(&entry.path()?);
+        if path.as_os_str().is_empty() {
+            // The source folder itself, copied onto `/`.
+            continue;
+        }
         let mut header = entry.header().clone();
         if header.entry_type().is_hard_link() {
             let target = entry

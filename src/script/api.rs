@@ -345,7 +345,7 @@ fn run_step(
     commands: Vec<String>,
     options: &Options,
 ) -> Result<Image, CallError> {
-    run_step_with_files(image, site, summary, commands, None, options)
+    run_step_with_files(image, site, summary, commands, None, None, options)
 }
 
 fn run_step_with_files(
@@ -354,6 +354,7 @@ fn run_step_with_files(
     summary: String,
     commands: Vec<String>,
     staged_files: Option<Arc<StagedFiles>>,
+    shown_commands: Option<Vec<String>>,
     options: &Options,
 ) -> Result<Image, CallError> {
     check_no_attached_files(image, &site.function)?;
@@ -368,6 +369,7 @@ fn run_step_with_files(
             gpu: options.gpu("gpu")?,
             staged_files,
             timeout_seconds: options.seconds("timeout")?,
+            shown_commands,
         }),
         force_build,
     ))
@@ -459,10 +461,23 @@ fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>,
 }
 
 fn pip_options(options: &Options) -> Result<PipOptions, CallError> {
+    let find_links = options.string("find_links")?;
+    if let Some(location) = find_links
+        .as_deref()
+        .filter(|location| !location.starts_with('/') && !location.contains("://"))
+    {
+        return Err(CallError::new(format!(
+            "find_links {location:?} is read inside the build container, where relative paths mean nothing"
+        ))
+        .with_label("relative find_links")
+        .with_help(format!(
+            "bake the folder in first, such as .add_local_dir({location:?}, \"/wheels\", #{{ copy: true }}), and pass find_links: \"/wheels\""
+        )));
+    }
     Ok(PipOptions {
         index_url: options.string("index_url")?,
         extra_index_url: options.string("extra_index_url")?,
-        find_links: options.string("find_links")?,
+        find_links,
         pre: options.bool("pre")?,
         extra_options: options.string("extra_options")?,
     })
@@ -498,7 +513,15 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
             let call = serde_json::json!({ "args": args, "kwargs": kwargs }).to_string();
             let command = render::run_function(&staged.container_path(&path), &function, &call);
             let summary = format!("run_function {file} {function}");
-            run_step_with_files(&image, site, summary, vec![command], Some(staged), &options)
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                Some(vec![format!("{function}(*args, **kwargs) from {file}")]),
+                &options,
+            )
         }
     );
     register!(
@@ -516,7 +539,15 @@ fn register_run_steps(engine: &mut Engine, builders: &Builders) {
                 &pip_options(&options)?,
             );
             let summary = format!("pip_install_from_requirements {path}");
-            run_step_with_files(&image, site, summary, vec![command], Some(staged), &options)
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                None,
+                &options,
+            )
         }
     );
     register!(

@@ -144,8 +144,13 @@ impl ScriptModules {
             })?;
         let text = std::fs::read_to_string(file)
             .map_err(|error| not_found(format!("failed to read {}: {error}", file.display())))?;
+        // Messages show the module as the user would type its path.
+        let shown = std::env::current_dir()
+            .ok()
+            .and_then(|current| file.strip_prefix(current).ok().map(Path::to_path_buf))
+            .unwrap_or_else(|| file.clone());
         Ok(ScriptSource {
-            path: file.clone(),
+            path: shown,
             folder: file.parent().map(Path::to_path_buf).unwrap_or_default(),
             text,
         })

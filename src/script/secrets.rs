@@ -75,6 +75,9 @@ fn raise(context: &NativeCallContext, error: SecretError) -> Box<EvalAltResult> 
         )),
         SecretError::TooOpen { path, .. } => Some(format!("run `chmod 600 {}`", path.display())),
         SecretError::MissingVariable { name } => Some(format!("export {name} before running imgscript")),
+        SecretError::DotenvNotFound { .. } => {
+            Some("relative paths are resolved against the script's folder, not the working directory".to_string())
+        }
         _ => None,
     };
     let call_error = CallError::new(error.to_string()).with_label("secret not available");
