@@ -135,15 +135,71 @@ pub fn run_function(path: &str, function: &str, call: &str) -> String {
 /// `uv`, one is installed with pip into a temporary folder and removed again
 /// whether the install succeeds or fails.
 pub fn uv_pip_install(packages: &[String], options: &PipOptions) -> String {
+    let install = format!(
+        "\"$uv\" pip install --python \"$(command -v python)\" --no-cache{} {}",
+        pip_flags(options),
+        sorted_packages(packages)
+    );
+    with_uv(&index_flags(options), &install, "")
+}
+
+/// Options of `uv_sync`.
+#[derive(Debug, Clone, Default)]
+pub struct UvSyncOptions {
+    pub extras: Vec<String>,
+    pub groups: Vec<String>,
+    /// Install exactly what `uv.lock` says, without checking it is current.
+    /// Only meaningful when the project has a `uv.lock`.
+    pub frozen: bool,
+    /// Passed to `uv sync` as written, split by the shell.
+    pub extra_options: Option<String>,
+}
+
+/// Folder in the container that a uv project is copied to, since `uv sync`
+/// may write its lock file and the staged files are read-only.
+const UV_PROJECT_COPY: &str = "/tmp/imgscript-uv-project";
+
+/// Renders a `uv sync` of the project staged at `project` into the image's
+/// `python` (its prefix, which is the virtual environment where one is
+/// active), leaving packages the project does not name in place.
+pub fn uv_sync(project: &str, options: &UvSyncOptions) -> String {
+    let mut flags = String::from(" --no-install-project --inexact --no-cache");
+    if options.frozen {
+        flags.push_str(" --frozen");
+    }
+    for extra in &options.extras {
+        flags.push_str(&format!(" --extra {}", quote(extra)));
+    }
+    for group in &options.groups {
+        flags.push_str(&format!(" --group {}", quote(group)));
+    }
+    if let Some(extra) = &options.extra_options {
+        flags.push(' ');
+        flags.push_str(extra);
+    }
+    let sync = format!(
+        "rm -rf {UV_PROJECT_COPY} && cp -R {} {UV_PROJECT_COPY} && \
+         UV_PROJECT_ENVIRONMENT=\"$(python -c 'import sys; print(sys.prefix)')\" \
+         \"$uv\" sync --project {UV_PROJECT_COPY}{flags}",
+        quote(project)
+    );
+    with_uv("", &sync, UV_PROJECT_COPY)
+}
+
+/// Wraps `body` so that it runs with `$uv` set to the image's uv or to a
+/// temporary one installed with pip (fetched with `index_flags`), and
+/// removes the temporary uv and `also_remove` whatever the outcome.
+fn with_uv(index_flags: &str, body: &str, also_remove: &str) -> String {
+    let cleanup = if also_remove.is_empty() {
+        TEMPORARY_UV_DIR.to_string()
+    } else {
+        format!("{TEMPORARY_UV_DIR} {also_remove}")
+    };
     format!(
         "{REQUIRE_PYTHON}if command -v uv >/dev/null 2>&1; then uv=uv; \
          else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
-         --target {TEMPORARY_UV_DIR}{} uv && uv={TEMPORARY_UV_DIR}/bin/uv || exit $?; fi; \
-         \"$uv\" pip install --python \"$(command -v python)\" --no-cache{} {}; \
-         status=$?; rm -rf {TEMPORARY_UV_DIR}; exit $status",
-        index_flags(options),
-        pip_flags(options),
-        sorted_packages(packages)
+         --target {TEMPORARY_UV_DIR}{index_flags} uv && uv={TEMPORARY_UV_DIR}/bin/uv || exit $?; fi; \
+         {body}; status=$?; rm -rf {cleanup}; exit $status"
     )
 }
 
@@ -214,6 +270,17 @@ mod tests {
             apt_install(&strings(&["git", "curl"]), false),
             apt_install(&strings(&["curl", "git"]), false)
         );
+    }
+
+    #[test]
+    fn uv_sync_command() {
+        let options = UvSyncOptions {
+            extras: strings(&["gpu"]),
+            groups: strings(&["dev"]),
+            frozen: true,
+            extra_options: Some("--no-index".into()),
+        };
+        insta::assert_snapshot!(uv_sync("/run/imgscript-files", &options), @r#"command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\''s python, but no python is on PATH' >&2; exit 127; }; if command -v uv >/dev/null 2>&1; then uv=uv; else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /tmp/imgscript-uv uv && uv=/tmp/imgscript-uv/bin/uv || exit $?; fi; rm -rf /tmp/imgscript-uv-project && cp -R /run/imgscript-files /tmp/imgscript-uv-project && UV_PROJECT_ENVIRONMENT="$(python -c 'import sys; print(sys.prefix)')" "$uv" sync --project /tmp/imgscript-uv-project --no-install-project --inexact --no-cache --frozen --extra gpu --group dev --no-index; status=$?; rm -rf /tmp/imgscript-uv /tmp/imgscript-uv-project; exit $status"#);
     }
 
     #[test]

@@ -129,3 +129,96 @@ fn requirements_missing_include_is_error() {
         result.stderr
     );
 }
+
+/// Copies the uv wheel that `.ci/run` downloads (into
+/// IMGSCRIPT_TEST_WHEELS, default /var/cache/imgscript-wheels) into
+/// `folder`, since the tests reach no package index.
+fn copy_uv_wheel(folder: &std::path::Path) {
+    let cache = std::env::var("IMGSCRIPT_TEST_WHEELS")
+        .unwrap_or_else(|_| "/var/cache/imgscript-wheels".to_string());
+    let wheel = std::fs::read_dir(&cache)
+        .ok()
+        .and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .find(|path| path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("uv-")))
+        })
+        .unwrap_or_else(|| panic!("no uv wheel in {cache}; run .ci/run once, or `python3 -m pip download --no-deps --only-binary=:all: uv -d {cache}`"));
+    std::fs::copy(&wheel, folder.join(wheel.file_name().unwrap())).unwrap();
+}
+
+#[test]
+fn uv_sync_installs_project_dependencies() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    wheels(&workspace);
+    copy_uv_wheel(&workspace.path().join("wheels"));
+    workspace.write(
+        "project/pyproject.toml",
+        "[project]\nname = \"app\"\nversion = \"0.1\"\nrequires-python = \">=3.11\"\ndependencies = [\"probe-one==1.0\"]\n\n[project.optional-dependencies]\nextra = [\"probe-two\"]\n",
+    );
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            r#"debian_slim("3.11")
+    .env(#{{ NONCE: "{}" }})
+    .add_local_dir("./wheels", "/wheels", #{{ copy: true }})
+    .run_commands(["pip install --quiet --no-cache-dir --root-user-action=ignore /wheels/uv-*.whl"])
+    .uv_sync(#{{ uv_project_dir: "./project", extras: ["extra"], extra_options: "--find-links /wheels --no-index" }})"#,
+            nonce()
+        ),
+    );
+    let result = build(&script, &[]);
+    let id = image_id(&result);
+    let versions = docker(&[
+        "run",
+        "--rm",
+        &id,
+        "python",
+        "-c",
+        "import probe_one, probe_two; print(probe_one.VERSION, probe_two.VERSION)",
+    ]);
+    assert_eq!(versions, "1.0 2.0");
+    // The project copy and the staged files stay out of the image.
+    let leftovers = docker(&[
+        "run",
+        "--rm",
+        &id,
+        "sh",
+        "-c",
+        "ls -d /tmp/imgscript-uv-project /run/imgscript-files 2>&1 || true",
+    ]);
+    assert!(
+        leftovers.matches("No such file").count() == 2,
+        "{leftovers}"
+    );
+
+    // Editing pyproject.toml rebuilds the step.
+    workspace.write(
+        "project/pyproject.toml",
+        "[project]\nname = \"app\"\nversion = \"0.2\"\nrequires-python = \">=3.11\"\ndependencies = [\"probe-one==1.0\"]\n\n[project.optional-dependencies]\nextra = [\"probe-two\"]\n",
+    );
+    let rebuilt = build(&script, &[]);
+    assert!(
+        rebuilt.stderr.contains("uv_sync ./project (building"),
+        "{}",
+        rebuilt.stderr
+    );
+}
+
+#[test]
+fn uv_sync_needs_pyproject() {
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        r#"debian_slim("3.11").uv_sync(#{ uv_project_dir: "./absent" })"#,
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("has no pyproject.toml"),
+        "{}",
+        result.stderr
+    );
+}

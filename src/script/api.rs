@@ -37,6 +37,7 @@ const USAGE: &[(&str, &str)] = &[
     ("pip_install_from_requirements", "`image.pip_install_from_requirements(\"./requirements.txt\")`, with an optional options map"),
     ("pip_install_from_pyproject", "`image.pip_install_from_pyproject(\"./pyproject.toml\")`, with an optional options map"),
     ("run_function", "`image.run_function(\"./download.py\", \"download_weights\")`, with an optional options map"),
+    ("uv_sync", "`image.uv_sync(#{ uv_project_dir: \"./\" })`"),
     ("run_commands", "`image.run_commands([\"echo hello\"])`, with an optional options map"),
     ("env", "`image.env(#{ NAME: \"value\" })`, with an optional options map"),
     ("workdir", "`image.workdir(\"/app\")`, with an optional options map"),
@@ -484,6 +485,60 @@ fn pip_options(options: &Options) -> Result<PipOptions, CallError> {
 }
 
 fn register_run_steps(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "uv_sync",
+        &[
+            "uv_project_dir",
+            "extras",
+            "groups",
+            "frozen",
+            "extra_options",
+            "secrets",
+            "gpu",
+            "force_build"
+        ],
+        |site, options, image: Image| {
+            let written = options
+                .string("uv_project_dir")?
+                .unwrap_or_else(|| ".".to_string());
+            let project = local_path(&site, &written);
+            let pyproject = project.join("pyproject.toml");
+            if !pyproject.is_file() {
+                return Err(CallError::new(format!("uv project {} has no pyproject.toml", project.display()))
+                    .with_label("not a uv project")
+                    .with_help("point uv_project_dir at the folder that holds pyproject.toml; relative paths start at the script's folder"));
+            }
+            let lock = project.join("uv.lock");
+            let mut files = std::collections::BTreeSet::from([pyproject.clone()]);
+            for optional in [lock.clone(), project.join(".python-version")] {
+                if optional.is_file() {
+                    files.insert(optional);
+                }
+            }
+            let staged = stage_files(&files, &pyproject)?;
+
+            let frozen = !options.contains("frozen") || options.bool("frozen")?;
+            let sync_options = render::UvSyncOptions {
+                extras: options.strings("extras")?,
+                groups: options.strings("groups")?,
+                frozen: frozen && lock.is_file(),
+                extra_options: options.string("extra_options")?,
+            };
+            let command = render::uv_sync(crate::staged_files::STAGED_FILES_PATH, &sync_options);
+            let summary = format!("uv_sync {written}");
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                None,
+                &options,
+            )
+        }
+    );
     register!(
         engine,
         builders,
