@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Sets up a Debian machine, as root, for imgscript's examples and tests:
+# installs Docker Engine from Debian's docker.io package when missing and
+# starts dockerd when none runs, installs the packages the tests use, makes
+# the Python base image locally (no container registry is needed) and
+# downloads the uv wheel the uv_sync tests install. Each step is skipped
+# when its result is already there, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+
+if ! command -v dockerd >/dev/null 2>&1; then
+  echo "setup.sh: installing Docker Engine from Debian's docker.io package" >&2
+  apt-get update -qq
+  apt-get install -y -qq docker.io >/dev/null
+fi
+
+# The tests make Python wheels with the host's python3.
+if ! command -v python3 >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq python3 >/dev/null
+fi
+
+# debootstrap makes the base image; the registry tests start Debian's
+# docker-registry themselves, with a password file made by htpasswd.
+missing=""
+command -v debootstrap >/dev/null 2>&1 || missing="$missing debootstrap"
+command -v docker-registry >/dev/null 2>&1 || missing="$missing docker-registry"
+command -v htpasswd >/dev/null 2>&1 || missing="$missing apache2-utils"
+if [ -n "$missing" ]; then
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  apt-get install -y -qq $missing >/dev/null
+fi
+
+# Debian's client, for tests that compare with `docker build`; dockerd
+# alone is enough for imgscript itself.
+if ! /usr/bin/docker version >/dev/null 2>&1 && ! docker version >/dev/null 2>&1; then
+  echo "setup.sh: starting dockerd" >&2
+  nohup dockerd >/var/log/imgscript-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    if [ -S /var/run/docker.sock ] && docker version >/dev/null 2>&1; then
+      break
+    fi
+    sleep 1
+  done
+  docker version >/dev/null 2>&1 || {
+    echo "setup.sh: dockerd did not start; its log:" >&2
+    tail -n 50 /var/log/imgscript-dockerd.log >&2
+    exit 1
+  }
+fi
+
+# The root file system is cached across runs in /var/cache/imgscript-base.
+tests/base-image/make.sh
+
+# The uv_sync tests install uv from a wheel, since the tests reach no
+# package index; it is downloaded here once and kept.
+wheels=${IMGSCRIPT_TEST_WHEELS:-/var/cache/imgscript-wheels}
+if ! ls "$wheels"/uv-*.whl >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq
+    apt-get install -y -qq python3-pip >/dev/null
+  fi
+  mkdir -p "$wheels"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: \
+    --python-version 3.11 --platform manylinux2014_x86_64 uv -d "$wheels"
+fi
