@@ -5,9 +5,14 @@
 //! talks to Docker. Errors from Rhai and from builder calls become
 //! [`ScriptError`]s that point at the script.
 
+#[macro_use]
 mod api;
+mod bases;
+mod config_steps;
+mod files;
 mod modules;
 mod options;
+mod run_steps;
 mod secrets;
 
 use options::friendly_type;

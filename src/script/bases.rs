@@ -1,0 +1,208 @@
+//! Builders that start an image: `debian_slim`, `from_registry`, `from_id`
+//! and `from_dockerfile`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, ImmutableString, Map, NativeCallContext};
+
+use super::api::{check_reference, context_error, local_path, BuilderResult, Builders};
+use super::options::Options;
+use super::CallError;
+use crate::context::LocalContext;
+use crate::image::{BaseImage, CallSite, DockerfileStep, Image, Layer, Step};
+
+pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
+    let default_slim = builders.clone();
+    engine.register_fn(
+        "debian_slim",
+        move |context: NativeCallContext| -> BuilderResult {
+            let site = default_slim.call_site(&context, "debian_slim");
+            Ok(base(site, debian_slim_reference("3.12"), false))
+        },
+    );
+    register!(
+        engine,
+        builders,
+        "debian_slim",
+        &["force_build"],
+        |site, options, version: Dynamic| {
+            let version = python_version(&version)?;
+            Ok(base(
+                site,
+                debian_slim_reference(&version),
+                options.bool("force_build")?,
+            ))
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "from_registry",
+        &["secret", "force_build"],
+        |site, options, reference: ImmutableString| {
+            check_reference(&reference)?;
+            let secret = options.secrets("secret")?;
+            if secret.len() > 1 {
+                return Err(CallError::new("from_registry takes one secret, holding REGISTRY_USERNAME and REGISTRY_PASSWORD")
+                    .with_label("more than one secret"));
+            }
+            let base_image = BaseImage::Registry {
+                reference: reference.to_string(),
+                secret: secret.into_iter().next(),
+            };
+            Ok(base(site, base_image, options.bool("force_build")?))
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "from_id",
+        &["force_build"],
+        |site, options, id: ImmutableString| {
+            if id.trim().is_empty() {
+                return Err(
+                    CallError::new("from_id needs an image id, such as \"sha256:…\"")
+                        .with_label("empty id"),
+                );
+            }
+            Ok(base(
+                site,
+                BaseImage::Id(id.to_string()),
+                options.bool("force_build")?,
+            ))
+        }
+    );
+}
+
+fn debian_slim_reference(version: &str) -> BaseImage {
+    BaseImage::Registry {
+        reference: format!("python:{version}-slim-bookworm"),
+        secret: None,
+    }
+}
+
+fn base(call: CallSite, base: BaseImage, force_build: bool) -> Image {
+    Image {
+        layer: Arc::new(Layer {
+            parent: None,
+            step: Step::Base(base),
+            call,
+            force_build,
+        }),
+        mounts: Arc::new(Vec::new()),
+        tag: None,
+    }
+}
+
+/// Accepts versions of the form `3.N`.
+fn python_version(value: &Dynamic) -> Result<String, CallError> {
+    let invalid = |shown: String| {
+        CallError::new(format!(
+            "invalid Python version {shown}: expected a string of the form \"3.N\""
+        ))
+        .with_label("invalid Python version")
+        .with_help("write the version as a string, such as debian_slim(\"3.11\")")
+    };
+    if !value.is_string() {
+        return Err(invalid(format!(
+            "{value} ({})",
+            super::options::friendly_type(value.type_name())
+        )));
+    }
+    let version = value.to_string();
+    let valid = version
+        .strip_prefix("3.")
+        .is_some_and(|minor| !minor.is_empty() && minor.chars().all(|c| c.is_ascii_digit()));
+    if valid {
+        Ok(version)
+    } else {
+        Err(invalid(format!("{version:?}")))
+    }
+}
+
+pub(super) fn register_from_dockerfile(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "from_dockerfile",
+        &["context_dir", "build_args", "ignore", "force_build"],
+        |site, options, path: ImmutableString| {
+            let dockerfile_path = local_path(&site, &path);
+            let text = std::fs::read_to_string(&dockerfile_path).map_err(|error| {
+                CallError::new(format!("failed to read Dockerfile {}: {error}", dockerfile_path.display()))
+                    .with_label("unreadable Dockerfile")
+                    .with_help("relative paths are resolved against the script's folder, not the working directory")
+            })?;
+            let dockerfile_folder = dockerfile_path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let (context_dir, context_written) = match options.string("context_dir")? {
+                Some(written) => (local_path(&site, &written), written),
+                None => (
+                    dockerfile_folder.clone(),
+                    dockerfile_folder.display().to_string(),
+                ),
+            };
+
+            // Docker's order: <Dockerfile>.dockerignore, then one beside the
+            // Dockerfile, then one in the context. An `ignore` option replaces them.
+            let patterns = options.strings("ignore")?;
+            let ignore_file = if options.contains("ignore") {
+                None
+            } else {
+                let mut beside = dockerfile_path.clone().into_os_string();
+                beside.push(".dockerignore");
+                [
+                    PathBuf::from(beside),
+                    dockerfile_folder.join(".dockerignore"),
+                    context_dir.join(".dockerignore"),
+                ]
+                .into_iter()
+                .find(|candidate| candidate.is_file())
+            };
+            let context = LocalContext::dir_with_ignore_file(
+                context_dir,
+                &context_written,
+                &patterns,
+                ignore_file.as_deref(),
+            )
+            .map_err(context_error)?;
+
+            let missing = crate::dockerfile::missing_sources(
+                &crate::dockerfile::copy_sources(&text),
+                &context,
+            );
+            if !missing.is_empty() {
+                return Err(CallError::new(format!(
+                    "the Dockerfile copies {} that the build context {} does not contain",
+                    missing.join(", "),
+                    context.source.display()
+                ))
+                .with_label("COPY sources missing")
+                .with_help(
+                    "check the paths, the context_dir option and the ignore rules (.dockerignore)",
+                ));
+            }
+
+            let step = DockerfileStep {
+                path: dockerfile_path,
+                written_as: path.to_string(),
+                text,
+                context: Arc::new(context),
+                build_args: options.string_map("build_args")?,
+            };
+            Ok(Image {
+                layer: Arc::new(Layer {
+                    parent: None,
+                    step: Step::Dockerfile(step),
+                    call: site,
+                    force_build: options.bool("force_build")?,
+                }),
+                mounts: Arc::new(Vec::new()),
+                tag: None,
+            })
+        }
+    );
+}

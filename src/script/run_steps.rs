@@ -1,0 +1,366 @@
+//! Builders of steps that run commands: package installs, `run_commands`,
+//! `run_function` and `dockerfile_commands`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, ImmutableString, Map, NativeCallContext};
+
+use super::api::{
+    check_no_attached_files, child, context_error, existing_local_file, local_path, pip_options,
+    run_step, run_step_with_files, stage_files, BuilderResult, Builders, PIP_OPTIONS,
+    PYPROJECT_OPTIONS,
+};
+use super::options::{required_list, Options};
+use super::CallError;
+use crate::context::LocalContext;
+use crate::image::{DockerfileCommandsStep, Image, Step};
+
+use crate::render;
+
+/// Reads `[project] dependencies` of a pyproject.toml, plus the named
+/// groups of `[project.optional-dependencies]`.
+fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>, CallError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        CallError::new(format!("failed to read {}: {error}", path.display()))
+            .with_label("unreadable pyproject.toml")
+            .with_help("relative paths are resolved against the script's folder, not the working directory")
+    })?;
+    let document: toml::Table = text.parse().map_err(|error| {
+        CallError::new(format!("invalid TOML in {}: {error}", path.display()))
+            .with_label("invalid pyproject.toml")
+    })?;
+    let invalid = |what: &str| {
+        CallError::new(format!("{} has no valid {what}", path.display()))
+            .with_label("invalid pyproject.toml")
+            .with_help("declare dependencies as a list of strings in the [project] table, as PEP 621 describes")
+    };
+    let project = document
+        .get("project")
+        .and_then(toml::Value::as_table)
+        .ok_or_else(|| invalid("[project] table"))?;
+    let strings = |value: Option<&toml::Value>, what: &str| -> Result<Vec<String>, CallError> {
+        match value {
+            None => Ok(Vec::new()),
+            Some(value) => value
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|item| item.as_str().map(str::to_string))
+                        .collect()
+                })
+                .ok_or_else(|| invalid(what)),
+        }
+    };
+
+    let mut packages = strings(project.get("dependencies"), "dependencies list")?;
+    let optional = project
+        .get("optional-dependencies")
+        .and_then(toml::Value::as_table);
+    for group in groups {
+        let Some(group_value) = optional.and_then(|table| table.get(group)) else {
+            let known: Vec<&String> = optional
+                .map(|table| table.keys().collect())
+                .unwrap_or_default();
+            return Err(CallError::new(format!(
+                "{} has no optional dependency group {group:?} (it has: {})",
+                path.display(),
+                known
+                    .iter()
+                    .map(|name| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .with_label("unknown group"));
+        };
+        packages.extend(strings(Some(group_value), "optional-dependencies group")?);
+    }
+    Ok(packages)
+}
+
+pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "uv_sync",
+        &[
+            "uv_project_dir",
+            "extras",
+            "groups",
+            "frozen",
+            "extra_options",
+            "secrets",
+            "gpu",
+            "force_build"
+        ],
+        |site, options, image: Image| {
+            let written = options
+                .string("uv_project_dir")?
+                .unwrap_or_else(|| ".".to_string());
+            let project = local_path(&site, &written);
+            let pyproject = project.join("pyproject.toml");
+            if !pyproject.is_file() {
+                return Err(CallError::new(format!("uv project {} has no pyproject.toml", project.display()))
+                    .with_label("not a uv project")
+                    .with_help("point uv_project_dir at the folder that holds pyproject.toml; relative paths start at the script's folder"));
+            }
+            let lock = project.join("uv.lock");
+            let mut files = std::collections::BTreeSet::from([pyproject.clone()]);
+            for optional in [lock.clone(), project.join(".python-version")] {
+                if optional.is_file() {
+                    files.insert(optional);
+                }
+            }
+            let staged = stage_files(&files, &pyproject)?;
+
+            let frozen = !options.contains("frozen") || options.bool("frozen")?;
+            let sync_options = render::UvSyncOptions {
+                extras: options.strings("extras")?,
+                groups: options.strings("groups")?,
+                frozen: frozen && lock.is_file(),
+                extra_options: options.string("extra_options")?,
+            };
+            let command = render::uv_sync(crate::staged_files::STAGED_FILES_PATH, &sync_options);
+            let summary = format!("uv_sync {written}");
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                None,
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "run_function",
+        &["args", "kwargs", "secrets", "gpu", "timeout", "force_build"],
+        |site, options, image: Image, file: ImmutableString, function: ImmutableString| {
+            let path = existing_local_file(&site, &file, "Python file")?;
+            let is_identifier = function.starts_with(|c: char| c.is_alphabetic() || c == '_')
+                && function.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !is_identifier {
+                return Err(
+                    CallError::new(format!("invalid Python function name {function:?}"))
+                        .with_label("invalid function name"),
+                );
+            }
+            let args = options.json("args", serde_json::Value::Array(Vec::new()))?;
+            let kwargs =
+                options.json("kwargs", serde_json::Value::Object(serde_json::Map::new()))?;
+            if !args.is_array() || !kwargs.is_object() {
+                return Err(CallError::new(
+                    "run_function takes `args` as an array and `kwargs` as a map",
+                )
+                .with_label("wrong option type"));
+            }
+
+            let staged = stage_files(&std::collections::BTreeSet::from([path.clone()]), &path)?;
+            let call = serde_json::json!({ "args": args, "kwargs": kwargs }).to_string();
+            let command = render::run_function(&staged.container_path(&path), &function, &call);
+            let summary = format!("run_function {file} {function}");
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                Some(vec![format!("{function}(*args, **kwargs) from {file}")]),
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "pip_install_from_requirements",
+        PIP_OPTIONS,
+        |site, options, image: Image, path: ImmutableString| {
+            let requirements = existing_local_file(&site, &path, "requirements file")?;
+            let files = crate::staged_files::requirements_with_includes(&requirements)
+                .map_err(|reason| CallError::new(reason).with_label("invalid requirements file"))?;
+            let staged = stage_files(&files, &requirements)?;
+            let command = render::pip_install_requirements(
+                &staged.container_path(&requirements),
+                &pip_options(&options)?,
+            );
+            let summary = format!("pip_install_from_requirements {path}");
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                None,
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "pip_install_from_pyproject",
+        PYPROJECT_OPTIONS,
+        |site, options, image: Image, path: ImmutableString| {
+            let pyproject = local_path(&site, &path);
+            let groups = options.strings("optional_dependencies")?;
+            let packages = pyproject_dependencies(&pyproject, &groups)?;
+            if packages.is_empty() {
+                return Err(CallError::new(format!(
+                    "{} declares no dependencies to install",
+                    pyproject.display()
+                ))
+                .with_label("nothing to install"));
+            }
+            let command = render::pip_install(&packages, &pip_options(&options)?);
+            run_step(
+                &image,
+                site,
+                format!("pip_install_from_pyproject {path}"),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "apt_install",
+        &["install_recommends", "secrets", "gpu", "force_build"],
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = required_list("apt_install", "packages", &packages)?;
+            let command = render::apt_install(&packages, options.bool("install_recommends")?);
+            run_step(
+                &image,
+                site,
+                format!("apt_install {}", packages.join(" ")),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "pip_install",
+        PIP_OPTIONS,
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = required_list("pip_install", "packages", &packages)?;
+            let command = render::pip_install(&packages, &pip_options(&options)?);
+            run_step(
+                &image,
+                site,
+                format!("pip_install {}", packages.join(" ")),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "uv_pip_install",
+        PIP_OPTIONS,
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = required_list("uv_pip_install", "packages", &packages)?;
+            let command = render::uv_pip_install(&packages, &pip_options(&options)?);
+            run_step(
+                &image,
+                site,
+                format!("uv_pip_install {}", packages.join(" ")),
+                vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "run_commands",
+        &["secrets", "gpu", "force_build"],
+        |site, options, image: Image, commands: Dynamic| {
+            let commands = required_list("run_commands", "commands", &commands)?;
+            // Each command runs in its own shell, so the summary lists them apart.
+            let summary = format!("run_commands {commands:?}");
+            run_step(&image, site, summary, commands, &options)
+        }
+    );
+}
+
+pub(super) fn register_dockerfile_commands(engine: &mut Engine, builders: &Builders) {
+    register!(
+        engine,
+        builders,
+        "dockerfile_commands",
+        &["context_dir", "build_args", "force_build"],
+        |site, options, image: Image, lines: Dynamic| {
+            let lines = required_list("dockerfile_commands", "Dockerfile instructions", &lines)?;
+            check_no_attached_files(&image, "dockerfile_commands")?;
+            let text = lines.join("\n");
+            for instruction in crate::dockerfile::instructions(&text) {
+                let keyword = instruction
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase();
+                if keyword == "FROM" {
+                    return Err(CallError::new("dockerfile_commands cannot start a new stage with FROM")
+                        .with_label("FROM is not allowed here")
+                        .with_help("start another image with from_registry or debian_slim, and copy files out of it with copy_from"));
+                }
+                let copies_from_stage = (keyword == "COPY" || keyword == "ADD")
+                    && instruction
+                        .split_whitespace()
+                        .any(|word| word.to_ascii_lowercase().starts_with("--from"));
+                if copies_from_stage {
+                    return Err(CallError::new("dockerfile_commands cannot COPY --from another stage")
+                        .with_label("COPY --from is not allowed here")
+                        .with_help("build the other image in the script and use image.copy_from(other, \"/src\", \"/dest\")"));
+                }
+            }
+
+            let context = match options.string("context_dir")? {
+                Some(written) => {
+                    let folder = local_path(&site, &written);
+                    Some(LocalContext::dir(folder, &written, &[]).map_err(context_error)?)
+                }
+                None => None,
+            };
+            let sources = crate::dockerfile::copy_sources(&text);
+            let missing = match &context {
+                Some(context) => crate::dockerfile::missing_sources(&sources, context),
+                None => sources,
+            };
+            if !missing.is_empty() {
+                let help = match &context {
+                    Some(_) => "check the paths and the context folder's .dockerignore",
+                    None => {
+                        "pass #{ context_dir: \"./folder\" } with the folder these paths are in"
+                    }
+                };
+                return Err(CallError::new(format!(
+                    "the instructions copy {} that the build context does not contain",
+                    missing.join(", ")
+                ))
+                .with_label("COPY sources missing")
+                .with_help(help));
+            }
+
+            let step = DockerfileCommandsStep {
+                lines,
+                context: context.map(Arc::new),
+                build_args: options.string_map("build_args")?,
+            };
+            Ok(child(
+                &image,
+                site,
+                Step::DockerfileCommands(step),
+                options.bool("force_build")?,
+            ))
+        }
+    );
+}
