@@ -203,12 +203,104 @@ fn with_uv(index_flags: &str, body: &str, also_remove: &str) -> String {
     )
 }
 
+/// Options of `poetry_install_from_file`.
+#[derive(Debug, Clone, Default)]
+pub struct PoetryOptions {
+    pub with: Vec<String>,
+    pub without: Vec<String>,
+    pub only: Vec<String>,
+    /// A pip version specifier for the temporary poetry, such as `2.1.3`
+    /// or `>=2,<3`; the newest release when unset.
+    pub poetry_version: Option<String>,
+    /// Where the temporary poetry comes from; only the index flags count.
+    pub index: PipOptions,
+    /// Passed to `poetry install` as written, split by the shell.
+    pub extra_options: Option<String>,
+}
+
+/// Folder a temporary poetry is installed into when the image has none.
+const TEMPORARY_POETRY_DIR: &str = "/tmp/imgscript-poetry";
+
+/// Folder the poetry project is assembled in, since poetry reads
+/// `pyproject.toml` and `poetry.lock` from one folder.
+const POETRY_PROJECT_COPY: &str = "/tmp/imgscript-poetry-project";
+
+/// Renders a `poetry install --no-root` of the project staged at
+/// `pyproject` (and `lockfile`, when there is one) into the image's
+/// `python`: its prefix, which is the virtual environment where one is
+/// active. The image's `poetry` is used where it has one; otherwise one is
+/// installed with pip into a temporary folder. Poetry's cache and the
+/// temporary files are removed whatever the outcome.
+pub fn poetry_install(pyproject: &str, lockfile: Option<&str>, options: &PoetryOptions) -> String {
+    let requirement = match &options.poetry_version {
+        Some(version) if version.starts_with(|c: char| c.is_ascii_digit()) => {
+            format!("poetry=={version}")
+        }
+        Some(version) => format!("poetry{version}"),
+        None => "poetry".to_string(),
+    };
+    let mut copy = format!(
+        "rm -rf {POETRY_PROJECT_COPY} && mkdir -p {POETRY_PROJECT_COPY} && cp {} {POETRY_PROJECT_COPY}/pyproject.toml",
+        quote(pyproject)
+    );
+    if let Some(lockfile) = lockfile {
+        copy.push_str(&format!(
+            " && cp {} {POETRY_PROJECT_COPY}/poetry.lock",
+            quote(lockfile)
+        ));
+    }
+    let mut flags = String::from(" --no-root --no-interaction");
+    for (flag, groups) in [
+        ("--with", &options.with),
+        ("--without", &options.without),
+        ("--only", &options.only),
+    ] {
+        if !groups.is_empty() {
+            flags.push_str(&format!(" {flag} {}", quote(&groups.join(","))));
+        }
+    }
+    if let Some(extra) = &options.extra_options {
+        flags.push(' ');
+        flags.push_str(extra);
+    }
+    // The temporary poetry runs without its folder on PYTHONPATH, which
+    // poetry would pass on to the environment it inspects and so mistake
+    // its own dependencies for the image's.
+    let run_temporary = format!(
+        "import sys; sys.path.insert(0, '{TEMPORARY_POETRY_DIR}'); \
+         from poetry.console.application import main; sys.exit(main())"
+    );
+    format!(
+        "{REQUIRE_PYTHON}if command -v poetry >/dev/null 2>&1; then poetry() {{ command poetry \"$@\"; }}; \
+         else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore \
+         --target {TEMPORARY_POETRY_DIR}{} {} || exit $?; poetry() {{ python -c {} \"$@\"; }}; fi; \
+         {copy} && cd {POETRY_PROJECT_COPY} && \
+         VIRTUAL_ENV=\"$(python -c 'import sys; print(sys.prefix)')\" POETRY_VIRTUALENVS_CREATE=false \
+         POETRY_CACHE_DIR={TEMPORARY_POETRY_DIR}-cache poetry install{flags}; status=$?; \
+         cd / && rm -rf {TEMPORARY_POETRY_DIR} {TEMPORARY_POETRY_DIR}-cache {POETRY_PROJECT_COPY}; exit $status",
+        index_flags(&options.index),
+        quote(&requirement),
+        quote(&run_temporary),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn poetry_install_command() {
+        let options = PoetryOptions {
+            with: strings(&["dev", "docs"]),
+            only: strings(&["main"]),
+            poetry_version: Some("2.1.3".into()),
+            ..PoetryOptions::default()
+        };
+        insta::assert_snapshot!(poetry_install("/run/imgscript-files/pyproject.toml", Some("/run/imgscript-files/poetry.lock"), &options), @r#"command -v python >/dev/null 2>&1 || { echo 'imgscript: this step installs into the image'\''s python, but no python is on PATH' >&2; exit 127; }; if command -v poetry >/dev/null 2>&1; then poetry() { command poetry "$@"; }; else python -m pip install --quiet --no-cache-dir --disable-pip-version-check --root-user-action=ignore --target /tmp/imgscript-poetry 'poetry==2.1.3' || exit $?; poetry() { python -c "import sys; sys.path.insert(0, '/tmp/imgscript-poetry'); from poetry.console.application import main; sys.exit(main())" "$@"; }; fi; rm -rf /tmp/imgscript-poetry-project && mkdir -p /tmp/imgscript-poetry-project && cp /run/imgscript-files/pyproject.toml /tmp/imgscript-poetry-project/pyproject.toml && cp /run/imgscript-files/poetry.lock /tmp/imgscript-poetry-project/poetry.lock && cd /tmp/imgscript-poetry-project && VIRTUAL_ENV="$(python -c 'import sys; print(sys.prefix)')" POETRY_VIRTUALENVS_CREATE=false POETRY_CACHE_DIR=/tmp/imgscript-poetry-cache poetry install --no-root --no-interaction --with 'dev,docs' --only main; status=$?; cd / && rm -rf /tmp/imgscript-poetry /tmp/imgscript-poetry-cache /tmp/imgscript-poetry-project; exit $status"#);
     }
 
     #[test]

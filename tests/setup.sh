@@ -3,8 +3,9 @@
 # installs Docker Engine from Debian's docker.io package when missing and
 # starts dockerd when none runs, installs the packages the tests use, makes
 # the Python base image locally (no container registry is needed) and
-# downloads the uv wheel the uv_sync tests install. Each step is skipped
-# when its result is already there, so a second run takes seconds.
+# downloads the wheels of uv and poetry that the tests install. Each step
+# is skipped when its result is already there, so a second run takes
+# seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,15 +56,24 @@ fi
 # The root file system is cached across runs in /var/cache/imgscript-base.
 tests/base-image/make.sh
 
-# The uv_sync tests install uv from a wheel, since the tests reach no
-# package index; it is downloaded here once and kept.
+# The uv_sync and poetry tests install uv and poetry from wheels, since
+# the tests reach no package index; they are downloaded here once and kept.
 wheels=${IMGSCRIPT_TEST_WHEELS:-/var/cache/imgscript-wheels}
-if ! ls "$wheels"/uv-*.whl >/dev/null 2>&1; then
+download_wheels() {
   if ! python3 -m pip --version >/dev/null 2>&1; then
     apt-get update -qq
     apt-get install -y -qq python3-pip >/dev/null
   fi
+  python3 -m pip download --quiet --only-binary=:all: \
+    --python-version 3.11 --platform manylinux2014_x86_64 "$@"
+}
+if ! ls "$wheels"/uv-*.whl >/dev/null 2>&1; then
   mkdir -p "$wheels"
-  python3 -m pip download --quiet --no-deps --only-binary=:all: \
-    --python-version 3.11 --platform manylinux2014_x86_64 uv -d "$wheels"
+  download_wheels --no-deps uv -d "$wheels"
+fi
+if ! ls "$wheels"/poetry/poetry-*.whl >/dev/null 2>&1; then
+  mkdir -p "$wheels/poetry.partial"
+  download_wheels poetry -d "$wheels/poetry.partial"
+  rm -rf "$wheels/poetry"
+  mv "$wheels/poetry.partial" "$wheels/poetry"
 fi

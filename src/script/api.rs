@@ -35,6 +35,7 @@ const USAGE: &[(&str, &str)] = &[
     ("pip_install_from_requirements", "`image.pip_install_from_requirements(\"./requirements.txt\")`, with an optional options map"),
     ("pip_install_from_pyproject", "`image.pip_install_from_pyproject(\"./pyproject.toml\")`, with an optional options map"),
     ("run_function", "`image.run_function(\"./download.py\", \"download_weights\")`, with an optional options map"),
+    ("poetry_install_from_file", "`image.poetry_install_from_file(\"./pyproject.toml\")`, with an optional options map"),
     ("uv_sync", "`image.uv_sync(#{ uv_project_dir: \"./\" })`"),
     ("run_commands", "`image.run_commands([\"echo hello\"])`, with an optional options map"),
     ("env", "`image.env(#{ NAME: \"value\" })`, with an optional options map"),

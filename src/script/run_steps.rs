@@ -79,6 +79,77 @@ fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>,
     Ok(packages)
 }
 
+/// Names the dependency groups a poetry project declares: `main`, each
+/// `[tool.poetry.group.NAME]` and each `[dependency-groups]` entry.
+fn poetry_groups(pyproject: &Path) -> Result<Vec<String>, CallError> {
+    let text = std::fs::read_to_string(pyproject).map_err(|error| {
+        CallError::new(format!("failed to read {}: {error}", pyproject.display()))
+            .with_label("unreadable pyproject.toml")
+    })?;
+    let document: toml::Table = text.parse().map_err(|error| {
+        CallError::new(format!("invalid TOML in {}: {error}", pyproject.display()))
+            .with_label("invalid pyproject.toml")
+    })?;
+    let poetry = document
+        .get("tool")
+        .and_then(|tool| tool.get("poetry"))
+        .and_then(toml::Value::as_table);
+    if poetry.is_none() && !document.contains_key("project") {
+        return Err(CallError::new(format!(
+            "{} is not a poetry project: it has neither [tool.poetry] nor [project]",
+            pyproject.display()
+        ))
+        .with_label("not a poetry project"));
+    }
+
+    let mut groups = vec!["main".to_string()];
+    let tables = [
+        poetry.and_then(|poetry| poetry.get("group")),
+        document.get("dependency-groups"),
+    ];
+    for table in tables
+        .into_iter()
+        .flatten()
+        .filter_map(toml::Value::as_table)
+    {
+        groups.extend(table.keys().cloned());
+    }
+    Ok(groups)
+}
+
+/// Reads the groups to install besides `main`. `with` is a reserved word
+/// in Rhai, so the option is written `with_`, as in Modal, or quoted.
+fn poetry_with(options: &Options) -> Result<Vec<String>, CallError> {
+    if options.contains("with") && options.contains("with_") {
+        return Err(
+            CallError::new("poetry_install_from_file takes `with_` or \"with\", not both")
+                .with_label("option given twice"),
+        );
+    }
+    let mut groups = options.strings("with")?;
+    groups.extend(options.strings("with_")?);
+    Ok(groups)
+}
+
+/// Finds the lock file of a poetry project: the `lockfile` option, or
+/// `poetry.lock` beside `pyproject.toml`.
+fn poetry_lockfile(
+    site: &crate::image::CallSite,
+    pyproject: &Path,
+    written: Option<String>,
+) -> Result<std::path::PathBuf, CallError> {
+    if let Some(written) = written {
+        return existing_local_file(site, &written, "poetry lock file");
+    }
+    let beside = pyproject.with_file_name("poetry.lock");
+    if beside.is_file() {
+        return Ok(beside);
+    }
+    Err(CallError::new(format!("{} has no poetry.lock beside it", pyproject.display()))
+        .with_label("no lock file")
+        .with_help("run `poetry lock` next to pyproject.toml, pass #{ lockfile: \"./path/poetry.lock\" }, or pass #{ ignore_lockfile: true } to resolve at build time"))
+}
+
 pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
     register!(
         engine,
@@ -127,6 +198,87 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
                 &image,
                 site,
                 summary,
+                vec![command],
+                Some(staged),
+                None,
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "poetry_install_from_file",
+        &[
+            "lockfile",
+            "ignore_lockfile",
+            "with",
+            "with_",
+            "without",
+            "only",
+            "poetry_version",
+            "index_url",
+            "extra_index_url",
+            "find_links",
+            "extra_options",
+            "secrets",
+            "gpu",
+            "force_build"
+        ],
+        |site, options, image: Image, path: ImmutableString| {
+            let pyproject = existing_local_file(&site, &path, "pyproject.toml")?;
+            let known_groups = poetry_groups(&pyproject)?;
+            let poetry_options = render::PoetryOptions {
+                with: poetry_with(&options)?,
+                without: options.strings("without")?,
+                only: options.strings("only")?,
+                poetry_version: options.string("poetry_version")?,
+                index: pip_options(&options)?,
+                extra_options: options.string("extra_options")?,
+            };
+            for group in poetry_options
+                .with
+                .iter()
+                .chain(&poetry_options.without)
+                .chain(&poetry_options.only)
+            {
+                if !known_groups.contains(group) {
+                    return Err(CallError::new(format!(
+                        "{} has no dependency group {group:?} (it has: {})",
+                        pyproject.display(),
+                        known_groups.join(", ")
+                    ))
+                    .with_label("unknown group"));
+                }
+            }
+
+            let lockfile = if options.bool("ignore_lockfile")? {
+                None
+            } else {
+                Some(poetry_lockfile(
+                    &site,
+                    &pyproject,
+                    options.string("lockfile")?,
+                )?)
+            };
+            let files = std::collections::BTreeSet::from_iter(
+                [Some(pyproject.clone()), lockfile.clone()]
+                    .into_iter()
+                    .flatten(),
+            );
+            let staged = stage_files(&files, &pyproject)?;
+            let command = render::poetry_install(
+                &staged.container_path(&pyproject),
+                lockfile
+                    .as_deref()
+                    .map(|lockfile| staged.container_path(lockfile))
+                    .as_deref(),
+                &poetry_options,
+            );
+            run_step_with_files(
+                &image,
+                site,
+                format!("poetry_install_from_file {path}"),
                 vec![command],
                 Some(staged),
                 None,
