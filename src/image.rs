@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::context::LocalContext;
 use crate::gpu::GpuRequest;
+use crate::registry_auth::RegistryAuth;
 use crate::secret::Secret;
 use crate::staged_files::StagedFiles;
 
@@ -96,10 +97,8 @@ pub enum BaseImage {
         /// A reference such as `python:3.11-slim-bookworm` or
         /// `127.0.0.1:5000/team/app@sha256:…`.
         reference: String,
-        /// Credentials for a private registry (REGISTRY_USERNAME and
-        /// REGISTRY_PASSWORD); without them, those of the docker config
-        /// file are used.
-        secret: Option<Secret>,
+        /// Where the credentials for pulling it come from.
+        auth: RegistryAuth,
     },
     /// An image id of the local store.
     Id(String),

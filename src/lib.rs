@@ -11,6 +11,7 @@ pub mod cli;
 pub mod context;
 pub mod diagnostics;
 pub mod dockerfile;
+pub mod ecr;
 pub mod execute;
 pub mod gpu;
 pub mod image;

@@ -401,15 +401,19 @@ async fn resolve_base(
             reference: id.clone(),
         }),
         (BaseImage::Registry { .. }, None) => Ok(None),
-        (BaseImage::Registry { reference, secret }, Some(progress)) => {
+        (BaseImage::Registry { reference, auth }, Some(progress)) => {
             progress.pulling(reference);
-            let credentials = credentials_for(reference, secret.as_ref()).map_err(|error| {
-                Error::BaseImageUnavailable {
-                    reference: reference.clone(),
-                    registry: registry_of(reference),
-                    reason: error.to_string(),
-                }
-            })?;
+            let unavailable = |reason: String| Error::BaseImageUnavailable {
+                reference: reference.clone(),
+                registry: registry_of(reference),
+                reason,
+            };
+            let (owned_reference, owned_auth) = (reference.clone(), auth.clone());
+            let credentials =
+                tokio::task::spawn_blocking(move || credentials_for(&owned_reference, &owned_auth))
+                    .await
+                    .map_err(|error| unavailable(error.to_string()))?
+                    .map_err(|error| unavailable(error.to_string()))?;
             docker.pull(reference, credentials).await?;
             let pulled = docker.inspect(reference).await?;
             Ok(pulled.and_then(|inspect| inspect.id))

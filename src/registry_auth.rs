@@ -26,6 +26,9 @@ pub enum AuthError {
     #[error("invalid docker config file {}: {reason}", path.display())]
     InvalidConfig { path: PathBuf, reason: String },
 
+    #[error(transparent)]
+    Ecr(#[from] crate::ecr::EcrError),
+
     #[error("credential helper docker-credential-{helper} failed for {registry}: {reason}")]
     HelperFailed {
         helper: String,
@@ -34,31 +37,50 @@ pub enum AuthError {
     },
 }
 
+/// Where the credentials for pulling a base image come from.
+#[derive(Debug, Clone)]
+pub enum RegistryAuth {
+    /// The docker config file, as the docker CLI reads it; no credentials
+    /// where it names none for the registry.
+    DockerConfig,
+    /// REGISTRY_USERNAME and REGISTRY_PASSWORD of a secret.
+    Secret(Secret),
+    /// A token from Amazon ECR, asked for with the AWS keys of a secret.
+    AwsEcr(Secret),
+}
+
 /// Returns the credentials for pulling `reference`, or `None` to pull
-/// without any.
+/// without any. For ECR this blocks on a call to the AWS API.
 pub fn credentials_for(
     reference: &str,
-    secret: Option<&Secret>,
+    auth: &RegistryAuth,
 ) -> Result<Option<DockerCredentials>, AuthError> {
     let registry = registry_of(reference);
-    if let Some(secret) = secret {
-        let variable = |name: &'static str| {
-            secret
-                .get(name)
-                .map(str::to_string)
-                .ok_or_else(|| AuthError::MissingVariable {
-                    secret: secret.name.clone(),
-                    name,
-                })
-        };
-        return Ok(Some(DockerCredentials {
-            username: Some(variable("REGISTRY_USERNAME")?),
-            password: Some(variable("REGISTRY_PASSWORD")?),
-            serveraddress: Some(registry),
-            ..DockerCredentials::default()
-        }));
+    match auth {
+        RegistryAuth::DockerConfig => from_docker_config(&registry),
+        RegistryAuth::Secret(secret) => from_secret(secret, registry).map(Some),
+        RegistryAuth::AwsEcr(secret) => {
+            Ok(Some(crate::ecr::registry_credentials(reference, secret)?))
+        }
     }
-    from_docker_config(&registry)
+}
+
+fn from_secret(secret: &Secret, registry: String) -> Result<DockerCredentials, AuthError> {
+    let variable = |name: &'static str| {
+        secret
+            .get(name)
+            .map(str::to_string)
+            .ok_or_else(|| AuthError::MissingVariable {
+                secret: secret.name.clone(),
+                name,
+            })
+    };
+    Ok(DockerCredentials {
+        username: Some(variable("REGISTRY_USERNAME")?),
+        password: Some(variable("REGISTRY_PASSWORD")?),
+        serveraddress: Some(registry),
+        ..DockerCredentials::default()
+    })
 }
 
 #[derive(Default, Deserialize)]

@@ -2,10 +2,10 @@
 # Sets up a Debian machine, as root, for imgscript's examples and tests:
 # installs Docker Engine from Debian's docker.io package when missing and
 # starts dockerd when none runs, installs the packages the tests use, makes
-# the Python base image locally (no container registry is needed) and
-# downloads the wheels of uv and poetry that the tests install. Each step
-# is skipped when its result is already there, so a second run takes
-# seconds.
+# the Python base image locally (no container registry is needed),
+# downloads the wheels of uv and poetry that the tests install, and
+# installs moto's AWS emulator. Each step is skipped when its result is
+# already there, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -76,4 +76,17 @@ if ! ls "$wheels"/poetry/poetry-*.whl >/dev/null 2>&1; then
   download_wheels poetry -d "$wheels/poetry.partial"
   rm -rf "$wheels/poetry"
   mv "$wheels/poetry.partial" "$wheels/poetry"
+fi
+
+# The ECR test gets its registry token from moto's AWS emulator, installed
+# here into a virtual environment from PyPI.
+tools=${IMGSCRIPT_TEST_TOOLS:-/var/cache/imgscript-tools}
+if [ ! -x "$tools/moto/bin/moto_server" ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    apt-get update -qq
+    apt-get install -y -qq python3-venv >/dev/null
+  fi
+  rm -rf "$tools/moto"
+  python3 -m venv "$tools/moto"
+  "$tools/moto/bin/pip" install --quiet "moto[server]"
 fi

@@ -28,6 +28,7 @@ const USAGE: &[(&str, &str)] = &[
     ("debian_slim", "`debian_slim()` or `debian_slim(\"3.11\")`, with an optional options map"),
     ("from_registry", "`from_registry(\"name:tag\")`, with an optional options map"),
     ("from_dockerfile", "`from_dockerfile(\"./Dockerfile\")`, with an optional options map"),
+    ("from_aws_ecr", "`from_aws_ecr(\"123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1\", #{ secret: secret(\"aws\") })`"),
     ("from_id", "`from_id(\"sha256:…\")`, with an optional options map"),
     ("apt_install", "`image.apt_install([\"git\", \"curl\"])`, with an optional options map"),
     ("pip_install", "`image.pip_install([\"requests==2.32.3\"])`, with an optional options map"),

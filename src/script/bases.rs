@@ -11,6 +11,7 @@ use super::options::Options;
 use super::CallError;
 use crate::context::LocalContext;
 use crate::image::{BaseImage, CallSite, DockerfileStep, Image, Layer, Step};
+use crate::registry_auth::RegistryAuth;
 
 pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
     let default_slim = builders.clone();
@@ -49,7 +50,30 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
             }
             let base_image = BaseImage::Registry {
                 reference: reference.to_string(),
-                secret: secret.into_iter().next(),
+                auth: secret
+                    .into_iter()
+                    .next()
+                    .map_or(RegistryAuth::DockerConfig, RegistryAuth::Secret),
+            };
+            Ok(base(site, base_image, options.bool("force_build")?))
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "from_aws_ecr",
+        &["secret", "force_build"],
+        |site, options, reference: ImmutableString| {
+            check_reference(&reference)?;
+            let mut secrets = options.secrets("secret")?;
+            if secrets.len() != 1 {
+                return Err(CallError::new("from_aws_ecr takes one secret, holding AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION")
+                    .with_label("needs one secret")
+                    .with_help("write from_aws_ecr(\"123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1\", #{ secret: secret(\"aws\") })"));
+            }
+            let base_image = BaseImage::Registry {
+                reference: reference.to_string(),
+                auth: RegistryAuth::AwsEcr(secrets.remove(0)),
             };
             Ok(base(site, base_image, options.bool("force_build")?))
         }
@@ -78,7 +102,7 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
 fn debian_slim_reference(version: &str) -> BaseImage {
     BaseImage::Registry {
         reference: format!("python:{version}-slim-bookworm"),
-        secret: None,
+        auth: RegistryAuth::DockerConfig,
     }
 }
 
