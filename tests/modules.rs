@@ -249,3 +249,123 @@ fn apt_rejects_bad_date() {
         result.stderr
     );
 }
+
+/// A base image whose only apt source is the local repository of Node.js
+/// packages that `tests/setup.sh` downloads (IMGSCRIPT_TEST_DEBS, default
+/// /var/cache/imgscript-debs), since the tests reach no package mirror.
+fn offline_node_base(workspace: &Workspace) -> &'static str {
+    let debs = std::env::var("IMGSCRIPT_TEST_DEBS")
+        .unwrap_or_else(|_| "/var/cache/imgscript-debs".to_string());
+    let repository = std::path::Path::new(&debs).join("node");
+    assert!(
+        repository.join("Packages").is_file(),
+        "no Node.js packages in {}; run tests/setup.sh",
+        repository.display()
+    );
+    let copy = workspace.path().join("debs");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&repository).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    r#"debian_slim("3.11")
+    .add_local_dir("./debs", "/var/local-apt", #{ copy: true })
+    .run_commands(["rm -f /etc/apt/sources.list.d/* && echo 'deb [trusted=yes] file:/var/local-apt ./' > /etc/apt/sources.list"])
+    .add_local_dir("./web/vendor", "/app/vendor", #{ copy: true })"#
+}
+
+/// Writes `web/` with a package that depends on a local npm tarball, and
+/// locks it with npm in a container, as a user would on their machine.
+fn node_project(workspace: &Workspace, base: &str) {
+    let package = workspace.path().join("greeting/package");
+    std::fs::create_dir_all(&package).unwrap();
+    std::fs::write(
+        package.join("package.json"),
+        r#"{ "name": "greeting", "version": "1.0.0", "main": "index.js" }"#,
+    )
+    .unwrap();
+    std::fs::write(
+        package.join("index.js"),
+        "exports.hello = () => console.log('hello from greeting');\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(workspace.path().join("web/vendor")).unwrap();
+    let status = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(workspace.path().join("greeting"))
+        .arg("-czf")
+        .arg(workspace.path().join("web/vendor/greeting-1.0.0.tgz"))
+        .arg("package")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    workspace.write(
+        "web/package.json",
+        &format!(
+            r#"{{ "name": "web", "version": "1.0.0", "description": "{}", "dependencies": {{ "greeting": "file:vendor/greeting-1.0.0.tgz" }} }}"#,
+            nonce()
+        ),
+    );
+
+    let script = workspace.write(
+        "lock.img",
+        &format!(
+            "import \"node\" as node;\nnode::install({base})\n    .add_local_file(\"./web/package.json\", \"/app/package.json\", #{{ copy: true }})\n"
+        ),
+    );
+    let locked = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "cd /app && npm install --package-lock-only --offline --no-audit --no-fund >&2 && cat package-lock.json",
+    ]));
+    assert_eq!(locked.code, 0, "{}", locked.stderr);
+    workspace.write("web/package-lock.json", &locked.stdout);
+}
+
+#[test]
+fn node_example_installs_from_lock_file() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let base = offline_node_base(&workspace);
+    node_project(&workspace, base);
+
+    let example = stdlib_example("node");
+    assert!(example.contains("debian_slim(\"3.11\")"), "{example}");
+    let script = workspace.write("build.img", &example.replace("debian_slim(\"3.11\")", base));
+    let result = run(imgscript().arg("run").arg(&script).args([
+        "--",
+        "sh",
+        "-c",
+        "node -e \"require('/app/node_modules/greeting').hello()\" && ls /root/.npm/_cacache 2>&1 || true",
+    ]));
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert!(
+        result.stdout.starts_with("hello from greeting\n"),
+        "{}",
+        result.stdout
+    );
+    assert!(
+        result.stdout.contains("No such file"),
+        "npm's cache stayed: {}",
+        result.stdout
+    );
+}
+
+#[test]
+fn node_npm_ci_needs_absolute_destination() {
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        "import \"node\" as node;\nnode::npm_ci(debian_slim(\"3.11\"), \"./web\", \"app\")\n",
+    );
+    let result = run(imgscript().arg("check").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("needs an absolute folder in the image"),
+        "{}",
+        result.stderr
+    );
+}

@@ -3,8 +3,8 @@
 # installs Docker Engine from Debian's docker.io package when missing and
 # starts dockerd when none runs, installs the packages the tests use, makes
 # the Python base image locally (no container registry is needed),
-# downloads the wheels of uv and poetry that the tests install, and
-# installs moto's AWS emulator. Each step is skipped when its result is
+# downloads the wheels of uv and poetry and the Debian packages of Node.js
+# that the tests install, and installs moto's AWS emulator. Each step is skipped when its result is
 # already there, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,4 +89,22 @@ if [ ! -x "$tools/moto/bin/moto_server" ]; then
   rm -rf "$tools/moto"
   python3 -m venv "$tools/moto"
   "$tools/moto/bin/pip" install --quiet "moto[server]"
+fi
+
+# The node module's test installs Node.js and npm with apt from a local
+# repository of Debian's packages, downloaded here once in a container of
+# the base image so that it holds just what that image lacks.
+debs=${IMGSCRIPT_TEST_DEBS:-/var/cache/imgscript-debs}
+if [ ! -f "$debs/node/Packages" ]; then
+  rm -rf "$debs/node"
+  mkdir -p "$debs/node"
+  docker run --rm -v "$debs/node:/out" python:3.11-slim-bookworm sh -c '
+    set -e
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install --download-only -y -qq --no-install-recommends nodejs npm >/dev/null
+    cp /var/cache/apt/archives/*.deb /out/
+    apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
+    cd /out && dpkg-scanpackages --multiversion . > Packages.partial 2>/dev/null
+    mv Packages.partial Packages'
 fi

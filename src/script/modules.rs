@@ -22,6 +22,7 @@ use crate::suggest::did_you_mean;
 /// Standard library modules: the name a script imports, and the text.
 const STDLIB: &[(&str, &str)] = &[
     ("apt", include_str!("../../stdlib/apt.img")),
+    ("node", include_str!("../../stdlib/node.img")),
     ("python", include_str!("../../stdlib/python.img")),
     ("users", include_str!("../../stdlib/users.img")),
 ];
