@@ -203,6 +203,31 @@ fn with_uv(index_flags: &str, body: &str, also_remove: &str) -> String {
     )
 }
 
+/// Renders a micromamba install into the image's base environment, with
+/// `spec_file` (a path in the container) naming more packages, and cleans
+/// micromamba's package cache in the same layer.
+pub fn micromamba_install(
+    packages: &[String],
+    channels: &[String],
+    spec_file: Option<&str>,
+) -> String {
+    let mut install = String::from(
+        "command -v micromamba >/dev/null 2>&1 || { echo 'imgscript: this step needs micromamba, which the image lacks; start the image with micromamba()' >&2; exit 127; }; \
+         micromamba install --name base --yes",
+    );
+    for channel in channels {
+        install.push_str(&format!(" --channel {}", quote(channel)));
+    }
+    if let Some(spec_file) = spec_file {
+        install.push_str(&format!(" --file {}", quote(spec_file)));
+    }
+    if !packages.is_empty() {
+        install.push(' ');
+        install.push_str(&sorted_packages(packages));
+    }
+    format!("{install} && micromamba clean --all --yes")
+}
+
 /// Options of `poetry_install_from_file`.
 #[derive(Debug, Clone, Default)]
 pub struct PoetryOptions {
@@ -290,6 +315,11 @@ mod tests {
 
     fn strings(items: &[&str]) -> Vec<String> {
         items.iter().map(|item| item.to_string()).collect()
+    }
+
+    #[test]
+    fn micromamba_install_command() {
+        insta::assert_snapshot!(micromamba_install(&strings(&["numpy=2", "python=3.11"]), &strings(&["conda-forge", "bioconda"]), Some("/run/imgscript-files/environment.yml")), @r#"command -v micromamba >/dev/null 2>&1 || { echo 'imgscript: this step needs micromamba, which the image lacks; start the image with micromamba()' >&2; exit 127; }; micromamba install --name base --yes --channel conda-forge --channel bioconda --file /run/imgscript-files/environment.yml 'numpy=2' 'python=3.11' && micromamba clean --all --yes"#);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(super) type BuilderResult = Result<Image, Box<EvalAltResult>>;
 /// Usage of each builder, for "wrong arguments" messages.
 const USAGE: &[(&str, &str)] = &[
     ("debian_slim", "`debian_slim()` or `debian_slim(\"3.11\")`, with an optional options map"),
+    ("micromamba", "`micromamba()` or `micromamba(\"3.11\")`, with an optional options map"),
+    ("micromamba_install", "`image.micromamba_install([\"numpy\"], #{ channels: [\"conda-forge\"] })`"),
     ("from_registry", "`from_registry(\"name:tag\")`, with an optional options map"),
     ("from_dockerfile", "`from_dockerfile(\"./Dockerfile\")`, with an optional options map"),
     ("from_aws_ecr", "`from_aws_ecr(\"123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1\", #{ secret: secret(\"aws\") })`"),

@@ -1,16 +1,18 @@
-//! Builders that start an image: `debian_slim`, `from_registry`, `from_id`
-//! and `from_dockerfile`.
+//! Builders that start an image: `debian_slim`, `micromamba`,
+//! `from_registry`, `from_aws_ecr`, `from_id` and `from_dockerfile`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::{Dynamic, Engine, ImmutableString, Map, NativeCallContext};
 
-use super::api::{check_reference, context_error, local_path, BuilderResult, Builders};
+use super::api::{
+    check_reference, child, context_error, local_path, run_step, BuilderResult, Builders,
+};
 use super::options::Options;
 use super::CallError;
 use crate::context::LocalContext;
-use crate::image::{BaseImage, CallSite, DockerfileStep, Image, Layer, Step};
+use crate::image::{BaseImage, CallSite, ConfigChange, DockerfileStep, Image, Layer, Step};
 use crate::registry_auth::RegistryAuth;
 
 pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
@@ -58,6 +60,25 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
             Ok(base(site, base_image, options.bool("force_build")?))
         }
     );
+    let default_micromamba = builders.clone();
+    engine.register_fn(
+        "micromamba",
+        move |context: NativeCallContext| -> BuilderResult {
+            let site = default_micromamba.call_site(&context, "micromamba");
+            micromamba_image(site, "3.12", &Options::none("micromamba"))
+                .map_err(|error| error.into_rhai(context.call_position()))
+        },
+    );
+    register!(
+        engine,
+        builders,
+        "micromamba",
+        &["force_build"],
+        |site, options, version: Dynamic| {
+            let version = python_version(&version)?;
+            micromamba_image(site, &version, &options)
+        }
+    );
     register!(
         engine,
         builders,
@@ -97,6 +118,37 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
             ))
         }
     );
+}
+
+/// The image `micromamba()` starts from: micromamba at /bin/micromamba and
+/// an empty base environment at /opt/conda, owned by the image's user,
+/// `mambauser`.
+const MICROMAMBA_IMAGE: &str = "mambaorg/micromamba:2.0.5";
+
+/// Starts from micromamba's image, puts its base environment first on
+/// PATH (the image activates it only through its own entrypoint and
+/// Dockerfile shell, which imgscript's steps do not use), and installs
+/// Python and pip into it from conda-forge.
+fn micromamba_image(site: CallSite, version: &str, options: &Options) -> Result<Image, CallError> {
+    let registry = BaseImage::Registry {
+        reference: MICROMAMBA_IMAGE.to_string(),
+        auth: RegistryAuth::DockerConfig,
+    };
+    let image = base(site.clone(), registry, options.bool("force_build")?);
+    let path = ConfigChange::Env(std::collections::BTreeMap::from([(
+        "PATH".to_string(),
+        "/opt/conda/bin:$PATH".to_string(),
+    )]));
+    let image = child(&image, site.clone(), Step::Config(path), false);
+    let packages = [format!("python={version}"), "pip".to_string()];
+    let command = crate::render::micromamba_install(&packages, &["conda-forge".to_string()], None);
+    run_step(
+        &image,
+        site,
+        format!("micromamba python={version}"),
+        vec![command],
+        &Options::none("micromamba"),
+    )
 }
 
 fn debian_slim_reference(version: &str) -> BaseImage {

@@ -11,7 +11,7 @@ use super::api::{
     run_step, run_step_with_files, stage_files, BuilderResult, Builders, PIP_OPTIONS,
     PYPROJECT_OPTIONS,
 };
-use super::options::{required_list, Options};
+use super::options::{self, required_list, Options};
 use super::CallError;
 use crate::context::LocalContext;
 use crate::image::{DockerfileCommandsStep, Image, Step};
@@ -374,6 +374,48 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
                 site,
                 format!("pip_install_from_pyproject {path}"),
                 vec![command],
+                &options,
+            )
+        }
+    );
+    register!(
+        engine,
+        builders,
+        "micromamba_install",
+        &["channels", "spec_file", "secrets", "gpu", "force_build"],
+        |site, options, image: Image, packages: Dynamic| {
+            let packages = match options::string_list(&packages) {
+                Some(packages) if packages.is_empty() && options.contains("spec_file") => packages,
+                _ => required_list("micromamba_install", "packages", &packages)?,
+            };
+            let channels = options.strings("channels")?;
+            let mut summary = std::iter::once("micromamba_install")
+                .chain(packages.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let Some(written) = options.string("spec_file")? else {
+                let command = render::micromamba_install(&packages, &channels, None);
+                return run_step(&image, site, summary, vec![command], &options);
+            };
+
+            let spec_file = existing_local_file(&site, &written, "spec file")?;
+            let staged = stage_files(
+                &std::collections::BTreeSet::from([spec_file.clone()]),
+                &spec_file,
+            )?;
+            let command = render::micromamba_install(
+                &packages,
+                &channels,
+                Some(&staged.container_path(&spec_file)),
+            );
+            summary.push_str(&format!(" --file {written}"));
+            run_step_with_files(
+                &image,
+                site,
+                summary,
+                vec![command],
+                Some(staged),
+                None,
                 &options,
             )
         }
