@@ -81,6 +81,9 @@ pub fn layer_key(layer: &Layer, parent_key: Option<&str>, input_key: Option<&str
             if let Some(files) = &run.staged_files {
                 encoder.text("staged-files", &files.digest);
             }
+            if let Some(build) = &run.python_build {
+                encoder.text("python-build", &build.file_name());
+            }
             if let Some(gpu) = &run.gpu {
                 encoder.text("gpu", &gpu.to_string());
             }

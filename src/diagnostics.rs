@@ -126,6 +126,12 @@ pub enum Error {
     #[error("failed to read {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
 
+    #[error("cannot get the Python build that add_python installs")]
+    #[diagnostic(help(
+        "on a machine that cannot reach GitHub, set IMGSCRIPT_PYTHON_MIRROR to a mirror of python-build-standalone's releases"
+    ))]
+    PythonBuild(#[from] crate::python_build::FetchError),
+
     #[error(transparent)]
     #[diagnostic(transparent)]
     GpuUnavailable(#[from] Box<GpuUnavailable>),

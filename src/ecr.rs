@@ -185,6 +185,7 @@ fn authorization_token(
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(60)))
         .http_status_as_error(false)
+        .proxy(ureq::Proxy::try_from_env())
         .build()
         .into();
     let mut response = agent.run(request).map_err(|error| EcrError::Unreachable {

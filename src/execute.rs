@@ -13,6 +13,7 @@ use crate::diagnostics::{DockerfileFailed, Error, StepFailed, StepTimedOut};
 use crate::image::{ConfigChange, CopyStep, DockerfileStep, Layer, Step};
 use crate::plan::{Plan, Status};
 use crate::progress::Progress;
+use crate::python_build::PythonBuild;
 use crate::secret::{write_secret_file, SecretFile};
 use std::path::PathBuf;
 
@@ -231,6 +232,10 @@ impl<'a> Executor<'a> {
                     })?),
                     None => None,
                 };
+                let python_archive = match &run.python_build {
+                    Some(build) => Some(fetch_python(build, self.progress).await?),
+                    None => None,
+                };
                 match self
                     .docker
                     .run_step(
@@ -239,6 +244,7 @@ impl<'a> Executor<'a> {
                             commands: &run.commands,
                             secret_file: secret_path.as_deref(),
                             staged_folder: staged_folder.as_ref().map(tempfile::TempDir::path),
+                            python_archive: python_archive.as_deref(),
                             gpu: run.gpu.as_ref(),
                             timeout: run.timeout_seconds.map(std::time::Duration::from_secs),
                         },
@@ -374,6 +380,22 @@ const ADDED_DOCKERFILE_NAME: &str = ".dockerfile.imgscript";
 /// is added under [`ADDED_DOCKERFILE_NAME`] and listed in the archive's
 /// `.dockerignore`, so the daemon drops it from the context after reading it
 /// and `COPY .` does not copy it, as the docker CLI does.
+/// Returns the local path of a Python build archive, downloading it on a
+/// blocking thread when the download cache lacks it.
+async fn fetch_python(build: &PythonBuild, progress: &dyn Progress) -> Result<PathBuf, Error> {
+    progress.step_output(&format!(
+        "using Python {} ({})",
+        build.full_version,
+        build.file_name()
+    ));
+    let build = build.clone();
+    match tokio::task::spawn_blocking(move || build.fetch()).await {
+        Ok(fetched) => Ok(fetched?),
+        // The download thread only ends without a result when it panicked.
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
 fn dockerfile_archive(
     dockerfile: &DockerfileStep,
 ) -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {

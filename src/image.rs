@@ -128,6 +128,9 @@ pub struct RunStep {
     /// What messages show for each command, where the command itself is
     /// generated and long (`run_function`'s Python loader, say).
     pub shown_commands: Option<Vec<String>>,
+    /// A Python build the commands unpack, mounted at
+    /// [`crate::python_build::ARCHIVE_PATH`] (the `add_python` option).
+    pub python_build: Option<crate::python_build::PythonBuild>,
 }
 
 impl RunStep {

@@ -17,6 +17,7 @@ pub mod gpu;
 pub mod image;
 pub mod plan;
 pub mod progress;
+pub mod python_build;
 pub mod reference;
 pub mod registry_auth;
 pub mod render;

@@ -228,6 +228,25 @@ pub fn micromamba_install(
     format!("{install} && micromamba clean --all --yes")
 }
 
+/// Renders the unpacking of the Python build mounted at
+/// [`crate::python_build::ARCHIVE_PATH`] into `/usr/local`. An image whose
+/// `python3` is already `version` is left as it is; one with another
+/// Python fails the step, since two would fight over `python3` on PATH.
+pub fn add_python(version: &str) -> String {
+    let archive = crate::python_build::ARCHIVE_PATH;
+    format!(
+        "if command -v python3 >/dev/null 2>&1; then \
+         found=$(python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])' 2>/dev/null); \
+         if [ \"$found\" = {version} ]; then echo 'imgscript: the image already has Python {version}'; exit 0; fi; \
+         echo \"imgscript: add_python {version}: the image already has Python $found at $(command -v python3); \
+         start from an image without Python, or drop the option\" >&2; exit 1; fi; \
+         command -v tar >/dev/null 2>&1 && command -v gzip >/dev/null 2>&1 || \
+         {{ echo 'imgscript: add_python needs tar and gzip in the image' >&2; exit 127; }}; \
+         tar -xzf {archive} -C /usr/local --strip-components=1 --no-same-owner && \
+         {{ [ -e /usr/local/bin/python ] || ln -s python3 /usr/local/bin/python; }} && python3 --version"
+    )
+}
+
 /// Options of `poetry_install_from_file`.
 #[derive(Debug, Clone, Default)]
 pub struct PoetryOptions {
@@ -320,6 +339,11 @@ mod tests {
     #[test]
     fn micromamba_install_command() {
         insta::assert_snapshot!(micromamba_install(&strings(&["numpy=2", "python=3.11"]), &strings(&["conda-forge", "bioconda"]), Some("/run/imgscript-files/environment.yml")), @r#"command -v micromamba >/dev/null 2>&1 || { echo 'imgscript: this step needs micromamba, which the image lacks; start the image with micromamba()' >&2; exit 127; }; micromamba install --name base --yes --channel conda-forge --channel bioconda --file /run/imgscript-files/environment.yml 'numpy=2' 'python=3.11' && micromamba clean --all --yes"#);
+    }
+
+    #[test]
+    fn add_python_command() {
+        insta::assert_snapshot!(add_python("3.11"), @r#"if command -v python3 >/dev/null 2>&1; then found=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); if [ "$found" = 3.11 ]; then echo 'imgscript: the image already has Python 3.11'; exit 0; fi; echo "imgscript: add_python 3.11: the image already has Python $found at $(command -v python3); start from an image without Python, or drop the option" >&2; exit 1; fi; command -v tar >/dev/null 2>&1 && command -v gzip >/dev/null 2>&1 || { echo 'imgscript: add_python needs tar and gzip in the image' >&2; exit 127; }; tar -xzf /run/imgscript-python.tar.gz -C /usr/local --strip-components=1 --no-same-owner && { [ -e /usr/local/bin/python ] || ln -s python3 /usr/local/bin/python; } && python3 --version"#);
     }
 
     #[test]

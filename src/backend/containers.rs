@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use super::{docker_message, Docker, OUTPUT_TAIL_LINES};
 use crate::diagnostics::{Error, GpuUnavailable};
 use crate::gpu::GpuRequest;
+use crate::python_build::ARCHIVE_PATH as PYTHON_ARCHIVE_PATH;
 use crate::secret::SECRETS_PATH;
 use crate::staged_files::STAGED_FILES_PATH;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,9 @@ impl BuildEnvironment {
         if let Some(folder) = step.staged_folder {
             binds.push(format!("{}:{STAGED_FILES_PATH}:ro", folder.display()));
         }
+        if let Some(archive) = step.python_archive {
+            binds.push(format!("{}:{PYTHON_ARCHIVE_PATH}:ro", archive.display()));
+        }
         if binds.is_empty() {
             return HostConfig::default();
         }
@@ -120,6 +124,8 @@ pub struct StepContainer<'a> {
     pub secret_file: Option<&'a Path>,
     /// A folder of files the commands read, mounted at [`STAGED_FILES_PATH`].
     pub staged_folder: Option<&'a Path>,
+    /// A Python build archive, mounted at [`PYTHON_ARCHIVE_PATH`].
+    pub python_archive: Option<&'a Path>,
     pub gpu: Option<&'a GpuRequest>,
     /// How long the commands may run before the step fails.
     pub timeout: Option<std::time::Duration>,

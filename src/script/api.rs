@@ -264,6 +264,7 @@ pub(super) fn run_step_with_files(
             staged_files,
             timeout_seconds: options.seconds("timeout")?,
             shown_commands,
+            python_build: None,
         }),
         force_build,
     ))

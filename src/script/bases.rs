@@ -12,7 +12,10 @@ use super::api::{
 use super::options::Options;
 use super::CallError;
 use crate::context::LocalContext;
-use crate::image::{BaseImage, CallSite, ConfigChange, DockerfileStep, Image, Layer, Step};
+use crate::image::{
+    BaseImage, CallSite, ConfigChange, DockerfileStep, Image, Layer, RunStep, Step,
+};
+use crate::python_build::PythonBuild;
 use crate::registry_auth::RegistryAuth;
 
 pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
@@ -42,7 +45,7 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "from_registry",
-        &["secret", "force_build"],
+        &["secret", "add_python", "force_build"],
         |site, options, reference: ImmutableString| {
             check_reference(&reference)?;
             let secret = options.secrets("secret")?;
@@ -57,7 +60,8 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
                     .next()
                     .map_or(RegistryAuth::DockerConfig, RegistryAuth::Secret),
             };
-            Ok(base(site, base_image, options.bool("force_build")?))
+            let image = base(site.clone(), base_image, options.bool("force_build")?);
+            with_added_python(image, site, &options)
         }
     );
     let default_micromamba = builders.clone();
@@ -83,7 +87,7 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "from_aws_ecr",
-        &["secret", "force_build"],
+        &["secret", "add_python", "force_build"],
         |site, options, reference: ImmutableString| {
             check_reference(&reference)?;
             let mut secrets = options.secrets("secret")?;
@@ -96,7 +100,8 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
                 reference: reference.to_string(),
                 auth: RegistryAuth::AwsEcr(secrets.remove(0)),
             };
-            Ok(base(site, base_image, options.bool("force_build")?))
+            let image = base(site.clone(), base_image, options.bool("force_build")?);
+            with_added_python(image, site, &options)
         }
     );
     register!(
@@ -202,7 +207,13 @@ pub(super) fn register_from_dockerfile(engine: &mut Engine, builders: &Builders)
         engine,
         builders,
         "from_dockerfile",
-        &["context_dir", "build_args", "ignore", "force_build"],
+        &[
+            "context_dir",
+            "build_args",
+            "ignore",
+            "add_python",
+            "force_build"
+        ],
         |site, options, path: ImmutableString| {
             let dockerfile_path = local_path(&site, &path);
             let text = std::fs::read_to_string(&dockerfile_path).map_err(|error| {
@@ -273,12 +284,46 @@ pub(super) fn register_from_dockerfile(engine: &mut Engine, builders: &Builders)
                 layer: Arc::new(Layer {
                     parent: None,
                     step: Step::Dockerfile(step),
-                    call: site,
+                    call: site.clone(),
                     force_build: options.bool("force_build")?,
                 }),
                 mounts: Arc::new(Vec::new()),
                 tag: None,
             })
+            .and_then(|image| with_added_python(image, site, &options))
         }
     );
+}
+
+/// Adds the step of the `add_python` option, when given: a Python build of
+/// that version unpacked into `/usr/local`, failing where the image already
+/// has another Python.
+fn with_added_python(image: Image, site: CallSite, options: &Options) -> Result<Image, CallError> {
+    let Some(version) = options.string("add_python")? else {
+        return Ok(image);
+    };
+    let Some(build) = PythonBuild::for_version(&version) else {
+        return Err(
+            CallError::new(format!("add_python has no build of Python {version:?}"))
+                .with_label("unknown Python version")
+                .with_help(format!(
+                    "choose one of {}",
+                    PythonBuild::versions().collect::<Vec<_>>().join(", ")
+                )),
+        );
+    };
+    let step = RunStep {
+        summary: format!("add_python {version}"),
+        commands: vec![crate::render::add_python(&build.version)],
+        secrets: Vec::new(),
+        gpu: None,
+        staged_files: None,
+        timeout_seconds: None,
+        shown_commands: Some(vec![format!(
+            "unpack Python {} into /usr/local",
+            build.full_version
+        )]),
+        python_build: Some(build),
+    };
+    Ok(child(&image, site, Step::Run(step), false))
 }
