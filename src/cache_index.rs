@@ -55,7 +55,9 @@ fn write_entry(folder: &PathBuf, key: &str, image_id: &str) -> std::io::Result<(
     fs::rename(&temporary, folder.join(key))
 }
 
-fn cache_folder() -> Option<PathBuf> {
+/// imgscript's own cache folder: IMGSCRIPT_CACHE_DIR, else
+/// `$XDG_CACHE_HOME/imgscript`, else `~/.cache/imgscript`.
+pub fn cache_folder() -> Option<PathBuf> {
     let from_env = |name: &str| {
         std::env::var_os(name)
             .filter(|value| !value.is_empty())

@@ -130,14 +130,11 @@ impl PythonBuild {
     }
 }
 
-/// `$XDG_CACHE_HOME/imgscript/python`, else `~/.cache/imgscript/python`.
+/// The `python` folder of imgscript's cache folder.
 fn cache_folder() -> PathBuf {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|value| !value.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("imgscript/python")
+    crate::cache_index::cache_folder()
+        .unwrap_or_else(|| std::env::temp_dir().join("imgscript"))
+        .join("python")
 }
 
 fn mirror() -> String {
