@@ -4,6 +4,7 @@
 //! DAG of [`image`]; [`cache_key`] and [`plan`] decide what is cached;
 //! [`execute`] builds the rest through [`backend`]; [`cli`] drives it all.
 
+pub mod api_description;
 pub mod backend;
 pub mod cache_index;
 pub mod cache_key;

@@ -23,76 +23,16 @@ use crate::staged_files::StagedFiles;
 
 pub(super) type BuilderResult = Result<Image, Box<EvalAltResult>>;
 
-/// Usage of each builder, for "wrong arguments" messages.
-const USAGE: &[(&str, &str)] = &[
-    ("debian_slim", "`debian_slim()` or `debian_slim(\"3.11\")`, with an optional options map"),
-    ("micromamba", "`micromamba()` or `micromamba(\"3.11\")`, with an optional options map"),
-    ("micromamba_install", "`image.micromamba_install([\"numpy\"], #{ channels: [\"conda-forge\"] })`"),
-    ("from_registry", "`from_registry(\"name:tag\")`, with an optional options map"),
-    ("from_dockerfile", "`from_dockerfile(\"./Dockerfile\")`, with an optional options map"),
-    ("from_aws_ecr", "`from_aws_ecr(\"123456789012.dkr.ecr.eu-west-1.amazonaws.com/app:v1\", #{ secret: secret(\"aws\") })`"),
-    ("from_id", "`from_id(\"sha256:…\")`, with an optional options map"),
-    ("apt_install", "`image.apt_install([\"git\", \"curl\"])`, with an optional options map"),
-    ("pip_install", "`image.pip_install([\"requests==2.32.3\"])`, with an optional options map"),
-    ("uv_pip_install", "`image.uv_pip_install([\"requests==2.32.3\"])`, with an optional options map"),
-    ("pip_install_from_requirements", "`image.pip_install_from_requirements(\"./requirements.txt\")`, with an optional options map"),
-    ("pip_install_from_pyproject", "`image.pip_install_from_pyproject(\"./pyproject.toml\")`, with an optional options map"),
-    ("run_function", "`image.run_function(\"./download.py\", \"download_weights\")`, with an optional options map"),
-    ("poetry_install_from_file", "`image.poetry_install_from_file(\"./pyproject.toml\")`, with an optional options map"),
-    ("uv_sync", "`image.uv_sync(#{ uv_project_dir: \"./\" })`"),
-    ("run_commands", "`image.run_commands([\"echo hello\"])`, with an optional options map"),
-    ("env", "`image.env(#{ NAME: \"value\" })`, with an optional options map"),
-    ("workdir", "`image.workdir(\"/app\")`, with an optional options map"),
-    ("entrypoint", "`image.entrypoint([\"python\"])`, with an optional options map"),
-    ("cmd", "`image.cmd([\"python\", \"main.py\"])`, with an optional options map"),
-    ("add_local_file", "`image.add_local_file(\"./config.toml\", \"/etc/app/config.toml\")`, with an optional options map"),
-    ("add_local_dir", "`image.add_local_dir(\"./src\", \"/app\")`, with an optional options map"),
-    ("user", "`image.user(\"app\")`, with an optional options map"),
-    ("copy_from", "`image.copy_from(builder, \"/src/dist\", \"/app/dist\")`, with an optional options map"),
-    ("add_local_python_source", "`image.add_local_python_source([\"mypackage\"])`, with an optional options map"),
-    ("dockerfile_commands", "`image.dockerfile_commands([\"RUN echo hello\"])`, with an optional options map"),
-    ("shell", "`image.shell([\"/bin/bash\", \"-c\"])`, with an optional options map"),
-    ("tag", "`image.tag(\"myapp:latest\")`"),
-    ("secret", "`secret(\"name\")`, which reads ~/.config/imgscript/secrets/name.env"),
-    ("secret_from_dotenv", "`secret_from_dotenv(\"./.env\")`"),
-    ("secret_from_env", "`secret_from_env([\"HF_TOKEN\"])`"),
-    ("secret_from_map", "`secret_from_map(#{ TOKEN: \"value\" })`"),
-];
-
 /// Names of every builder function, for "did you mean" suggestions.
 pub fn builder_names() -> impl Iterator<Item = &'static str> {
-    USAGE.iter().map(|(name, _)| *name)
+    crate::api_description::builders()
+        .iter()
+        .map(|builder| builder.name)
 }
 
 pub fn usage(name: &str) -> Option<&'static str> {
-    USAGE
-        .iter()
-        .find(|(known, _)| *known == name)
-        .map(|(_, usage)| *usage)
+    crate::api_description::builder(name).map(|builder| builder.usage)
 }
-
-pub(super) const PIP_OPTIONS: &[&str] = &[
-    "index_url",
-    "extra_index_url",
-    "find_links",
-    "pre",
-    "extra_options",
-    "secrets",
-    "gpu",
-    "force_build",
-];
-
-pub(super) const PYPROJECT_OPTIONS: &[&str] = &[
-    "optional_dependencies",
-    "index_url",
-    "extra_index_url",
-    "find_links",
-    "pre",
-    "extra_options",
-    "secrets",
-    "gpu",
-    "force_build",
-];
 
 /// The script that builders are called from.
 #[derive(Clone)]
@@ -137,7 +77,7 @@ pub(super) fn local_path(site: &CallSite, written: &str) -> PathBuf {
 /// Registers a builder with and without a trailing options map. `$body`
 /// receives the call site, the arguments and the checked [`Options`].
 macro_rules! register {
-    ($engine:expr, $builders:expr, $name:literal, $allowed:expr,
+    ($engine:expr, $builders:expr, $name:literal,
      |$site:ident, $options:ident $(, $arg:ident : $ty:ty)*| $body:expr) => {{
         let builders = $builders.clone();
         $engine.register_fn($name, move |context: NativeCallContext $(, $arg: $ty)*| -> BuilderResult {
@@ -151,7 +91,8 @@ macro_rules! register {
             let $site = builders.call_site(&context, $name);
             #[allow(clippy::redundant_closure_call)]
             (|| -> Result<Image, CallError> {
-                let $options = Options::parse($name, options, $allowed)?;
+                let allowed = crate::api_description::option_names($name);
+                let $options = Options::parse($name, options, &allowed)?;
                 $body
             })().map_err(|error| error.into_rhai(context.call_position()))
         });

@@ -31,7 +31,6 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "debian_slim",
-        &["force_build"],
         |site, options, version: Dynamic| {
             let version = python_version(&version)?;
             Ok(base(
@@ -45,7 +44,6 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "from_registry",
-        &["secret", "add_python", "force_build"],
         |site, options, reference: ImmutableString| {
             check_reference(&reference)?;
             let secret = options.secrets("secret")?;
@@ -77,7 +75,6 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "micromamba",
-        &["force_build"],
         |site, options, version: Dynamic| {
             let version = python_version(&version)?;
             micromamba_image(site, &version, &options)
@@ -87,7 +84,6 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "from_aws_ecr",
-        &["secret", "add_python", "force_build"],
         |site, options, reference: ImmutableString| {
             check_reference(&reference)?;
             let mut secrets = options.secrets("secret")?;
@@ -108,7 +104,6 @@ pub(super) fn register_bases(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "from_id",
-        &["force_build"],
         |site, options, id: ImmutableString| {
             if id.trim().is_empty() {
                 return Err(
@@ -207,13 +202,6 @@ pub(super) fn register_from_dockerfile(engine: &mut Engine, builders: &Builders)
         engine,
         builders,
         "from_dockerfile",
-        &[
-            "context_dir",
-            "build_args",
-            "ignore",
-            "add_python",
-            "force_build"
-        ],
         |site, options, path: ImmutableString| {
             let dockerfile_path = local_path(&site, &path);
             let text = std::fs::read_to_string(&dockerfile_path).map_err(|error| {

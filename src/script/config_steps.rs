@@ -15,7 +15,6 @@ pub(super) fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "env",
-        &["force_build"],
         |site, options, image: Image, vars: Map| {
             let mut env = BTreeMap::new();
             for (name, value) in vars {
@@ -47,7 +46,6 @@ pub(super) fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "workdir",
-        &["force_build"],
         |site, options, image: Image, path: ImmutableString| {
             if path.is_empty() {
                 return Err(CallError::new("workdir needs a path").with_label("empty path"));
@@ -64,7 +62,6 @@ pub(super) fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "entrypoint",
-        &["force_build"],
         |site, options, image: Image, args: Dynamic| {
             let args = argv("entrypoint", &args)?;
             config_step(&image, site, ConfigChange::Entrypoint(args), &options)
@@ -74,7 +71,6 @@ pub(super) fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "cmd",
-        &["force_build"],
         |site, options, image: Image, args: Dynamic| {
             let args = argv("cmd", &args)?;
             config_step(&image, site, ConfigChange::Cmd(args), &options)
@@ -84,7 +80,6 @@ pub(super) fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "shell",
-        &["force_build"],
         |site, options, image: Image, args: Dynamic| {
             let args = argv("shell", &args)?;
             config_step(&image, site, ConfigChange::Shell(args), &options)
@@ -94,7 +89,6 @@ pub(super) fn register_config_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "user",
-        &["force_build"],
         |site, options, image: Image, user: ImmutableString| {
             if user.trim().is_empty() {
                 return Err(CallError::new(

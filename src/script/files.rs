@@ -19,7 +19,6 @@ pub(super) fn register_local_files(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "add_local_python_source",
-        &["copy", "ignore", "force_build"],
         |site, options, image: Image, modules: Dynamic| {
             let modules = required_list("add_local_python_source", "module names", &modules)?;
             let mut image = image;
@@ -34,7 +33,6 @@ pub(super) fn register_local_files(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "add_local_file",
-        &["copy", "force_build"],
         |site, options, image: Image, local: ImmutableString, remote: ImmutableString| {
             let source = local_path(&site, &local);
             let context = LocalContext::file(source, &local).map_err(context_error)?;
@@ -55,7 +53,6 @@ pub(super) fn register_local_files(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "add_local_dir",
-        &["copy", "ignore", "force_build"],
         |site, options, image: Image, local: ImmutableString, remote: ImmutableString| {
             let source = local_path(&site, &local);
             let patterns = options.strings("ignore")?;
@@ -125,7 +122,6 @@ pub(super) fn register_copy_from(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "copy_from",
-        &["force_build"],
         |site,
          options,
          image: Image,

@@ -150,28 +150,143 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
 }
 
 fn evaluate(script: Arc<ScriptSource>) -> Result<Target, Box<ScriptError>> {
-    let sources = Arc::new(Sources::default());
-    let name = modules::source_name(&script.path);
-    sources.insert(name.clone(), Arc::clone(&script));
-
-    let mut engine = Engine::new();
-    engine.set_max_expr_depths(MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_DEPTH);
-    engine.set_fail_on_invalid_map_property(true);
-    engine.set_strict_variables(true);
-    engine.set_module_resolver(ScriptModules::new(
-        Arc::clone(&sources),
-        script.folder.clone(),
-    ));
-    api::register(&mut engine, Arc::clone(&script), Arc::clone(&sources));
-
-    let to_error = |error: &EvalAltResult| to_script_error(&sources, &script, error);
-    let mut ast = engine
-        .compile(&script.text)
-        .map_err(|error| to_error(&EvalAltResult::from(error)))?;
-    ast.set_source(name.as_str());
-    let value: Dynamic = engine.eval_ast(&ast).map_err(|error| to_error(&error))?;
-
+    let mut session = Session::new(Arc::clone(&script));
+    let value = session.eval(Arc::clone(&script))?;
     target_from(&script, value)
+}
+
+/// An engine with the builder functions, and the variables, functions and
+/// imported modules that earlier evaluations left: one script, or the
+/// entries of a REPL session one after another.
+pub struct Session {
+    engine: Engine,
+    sources: Arc<Sources>,
+    scope: rhai::Scope<'static>,
+    /// Functions that earlier evaluations defined.
+    functions: rhai::AST,
+    /// Where relative paths of builders and imports start.
+    folder: PathBuf,
+}
+
+impl Session {
+    /// Starts a session whose relative paths resolve against the folder of
+    /// `main`, the script (or, in the REPL, a stand-in for the entries).
+    pub fn new(main: Arc<ScriptSource>) -> Self {
+        let sources = Arc::new(Sources::default());
+        let mut engine = Engine::new();
+        engine.set_max_expr_depths(MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_DEPTH);
+        engine.set_fail_on_invalid_map_property(true);
+        engine.set_strict_variables(true);
+        engine.set_module_resolver(ScriptModules::new(
+            Arc::clone(&sources),
+            main.folder.clone(),
+        ));
+        let folder = main.folder.clone();
+        api::register(&mut engine, main, Arc::clone(&sources));
+        Session {
+            engine,
+            sources,
+            scope: rhai::Scope::new(),
+            functions: rhai::AST::empty(),
+            folder,
+        }
+    }
+
+    /// The folder relative paths resolve against.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// Evaluates `script` with the variables and functions of earlier
+    /// evaluations, and keeps its own for later ones when it succeeds.
+    pub fn eval(&mut self, script: Arc<ScriptSource>) -> Result<Dynamic, Box<ScriptError>> {
+        let name = modules::source_name(&script.path);
+        self.sources.insert(name.clone(), Arc::clone(&script));
+        let to_error = |error: &EvalAltResult| to_script_error(&self.sources, &script, error);
+
+        let ast = self
+            .engine
+            .compile_with_scope(&self.scope, &script.text)
+            .map_err(|error| to_error(&EvalAltResult::from(error)))?;
+        let mut run = self.functions.merge(&ast);
+        run.set_source(name.as_str());
+        let value = self
+            .engine
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &run)
+            .map_err(|error| to_error(&error))?;
+
+        self.functions = self.functions.merge(&ast.clone_functions_only());
+        self.keep_imports(&script.text, &name);
+        Ok(value)
+    }
+
+    /// Whether `text` fails to parse only because it stops too early: an
+    /// open bracket or string, or a trailing `.`, so that more lines may
+    /// complete it.
+    pub fn is_incomplete(&self, text: &str) -> bool {
+        if text.trim_end().ends_with('.') {
+            return true;
+        }
+        match self.engine.compile_with_scope(&self.scope, text) {
+            Ok(_) => false,
+            Err(error) => matches!(
+                error.err_type(),
+                rhai::ParseErrorType::UnexpectedEOF
+                    | rhai::ParseErrorType::MissingToken(_, _)
+                    | rhai::ParseErrorType::BadInput(rhai::LexError::UnterminatedString)
+            ) && error.position().line().is_none_or(|line| line >= text.lines().count()),
+        }
+    }
+
+    /// Names of the variables in scope.
+    pub fn variables(&self) -> Vec<String> {
+        self.scope
+            .iter_raw()
+            .map(|(name, _, _)| name.to_string())
+            .collect()
+    }
+
+    /// Values of the variables in scope that are images, by name.
+    pub fn images(&self) -> Vec<(String, Image)> {
+        self.scope
+            .iter_raw()
+            .filter_map(|(name, _, value)| {
+                value
+                    .clone()
+                    .try_cast::<Image>()
+                    .map(|image| (name.to_string(), image))
+            })
+            .collect()
+    }
+
+    /// Makes the modules that `text` imports (`import "x" as y;`) callable
+    /// as `y::…` in later evaluations, whose own scope would not have them.
+    fn keep_imports(&mut self, text: &str, importer: &str) {
+        for (path, alias) in imports(text) {
+            let resolved = self.engine.module_resolver().resolve(
+                &self.engine,
+                Some(importer),
+                &path,
+                Position::NONE,
+            );
+            if let Ok(module) = resolved {
+                self.engine.register_static_module(alias, module);
+            }
+        }
+    }
+}
+
+/// The `import "path" as alias;` statements of a script, as pairs.
+fn imports(text: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for statement in text.split(';') {
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        if let ["import", path, "as", alias] = words.as_slice() {
+            let path = path.trim_matches('"');
+            found.push((path.to_string(), alias.to_string()));
+        }
+    }
+    found
 }
 
 /// Returns the folder of the script's real file, following symlinks, so a

@@ -8,8 +8,7 @@ use rhai::{Dynamic, Engine, ImmutableString, Map, NativeCallContext};
 
 use super::api::{
     check_no_attached_files, child, context_error, existing_local_file, local_path, pip_options,
-    run_step, run_step_with_files, stage_files, BuilderResult, Builders, PIP_OPTIONS,
-    PYPROJECT_OPTIONS,
+    run_step, run_step_with_files, stage_files, BuilderResult, Builders,
 };
 use super::options::{self, required_list, Options};
 use super::CallError;
@@ -155,16 +154,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "uv_sync",
-        &[
-            "uv_project_dir",
-            "extras",
-            "groups",
-            "frozen",
-            "extra_options",
-            "secrets",
-            "gpu",
-            "force_build"
-        ],
         |site, options, image: Image| {
             let written = options
                 .string("uv_project_dir")?
@@ -209,22 +198,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "poetry_install_from_file",
-        &[
-            "lockfile",
-            "ignore_lockfile",
-            "with",
-            "with_",
-            "without",
-            "only",
-            "poetry_version",
-            "index_url",
-            "extra_index_url",
-            "find_links",
-            "extra_options",
-            "secrets",
-            "gpu",
-            "force_build"
-        ],
         |site, options, image: Image, path: ImmutableString| {
             let pyproject = existing_local_file(&site, &path, "pyproject.toml")?;
             let known_groups = poetry_groups(&pyproject)?;
@@ -290,7 +263,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "run_function",
-        &["args", "kwargs", "secrets", "gpu", "timeout", "force_build"],
         |site, options, image: Image, file: ImmutableString, function: ImmutableString| {
             let path = existing_local_file(&site, &file, "Python file")?;
             let is_identifier = function.starts_with(|c: char| c.is_alphabetic() || c == '_')
@@ -330,7 +302,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "pip_install_from_requirements",
-        PIP_OPTIONS,
         |site, options, image: Image, path: ImmutableString| {
             let requirements = existing_local_file(&site, &path, "requirements file")?;
             let files = crate::staged_files::requirements_with_includes(&requirements)
@@ -356,7 +327,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "pip_install_from_pyproject",
-        PYPROJECT_OPTIONS,
         |site, options, image: Image, path: ImmutableString| {
             let pyproject = local_path(&site, &path);
             let groups = options.strings("optional_dependencies")?;
@@ -382,7 +352,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "micromamba_install",
-        &["channels", "spec_file", "secrets", "gpu", "force_build"],
         |site, options, image: Image, packages: Dynamic| {
             let packages = match options::string_list(&packages) {
                 Some(packages) if packages.is_empty() && options.contains("spec_file") => packages,
@@ -424,7 +393,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "apt_install",
-        &["install_recommends", "secrets", "gpu", "force_build"],
         |site, options, image: Image, packages: Dynamic| {
             let packages = required_list("apt_install", "packages", &packages)?;
             let command = render::apt_install(&packages, options.bool("install_recommends")?);
@@ -441,7 +409,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "pip_install",
-        PIP_OPTIONS,
         |site, options, image: Image, packages: Dynamic| {
             let packages = required_list("pip_install", "packages", &packages)?;
             let command = render::pip_install(&packages, &pip_options(&options)?);
@@ -458,7 +425,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "uv_pip_install",
-        PIP_OPTIONS,
         |site, options, image: Image, packages: Dynamic| {
             let packages = required_list("uv_pip_install", "packages", &packages)?;
             let command = render::uv_pip_install(&packages, &pip_options(&options)?);
@@ -475,7 +441,6 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
         engine,
         builders,
         "run_commands",
-        &["secrets", "gpu", "force_build"],
         |site, options, image: Image, commands: Dynamic| {
             let commands = required_list("run_commands", "commands", &commands)?;
             // Each command runs in its own shell, so the summary lists them apart.
@@ -490,7 +455,6 @@ pub(super) fn register_dockerfile_commands(engine: &mut Engine, builders: &Build
         engine,
         builders,
         "dockerfile_commands",
-        &["context_dir", "build_args", "force_build"],
         |site, options, image: Image, lines: Dynamic| {
             let lines = required_list("dockerfile_commands", "Dockerfile instructions", &lines)?;
             check_no_attached_files(&image, "dockerfile_commands")?;
