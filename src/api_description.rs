@@ -163,7 +163,8 @@ const ADD_PYTHON: OptionKey = OptionKey {
     name: "add_python",
     kind: "string",
     default: None,
-    description: "A Python version, such as \"3.12\", to unpack into /usr/local of an image without Python.",
+    description:
+        "A Python version, such as \"3.12\", to unpack into /usr/local of an image without Python.",
 };
 const COPY: OptionKey = OptionKey {
     name: "copy",

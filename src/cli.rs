@@ -1,4 +1,4 @@
-//! The command line: `imgscript run`, `check` and `plan`.
+//! The command line: `imgscript run`, `check`, `plan` and `repl`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -58,6 +58,12 @@ enum Command {
     },
     /// Evaluate the script and report errors; build nothing.
     Check { file: PathBuf },
+    /// Build an image an entry at a time, and look inside it; with FILE,
+    /// the script's variables are in scope.
+    Repl {
+        /// A script to evaluate first.
+        file: Option<PathBuf>,
+    },
     /// Show each layer with its script location, whether it is cached, and
     /// why it would be built.
     Plan {
@@ -79,6 +85,7 @@ pub fn main() -> ExitCode {
 
     let result = match cli.command {
         Command::Check { file } => check(&file),
+        Command::Repl { file } => crate::repl::run(file),
         command => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -164,6 +171,7 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             force_build,
         } => plan(&file, target.as_deref(), force_build || force_from_env()?).await,
         Command::Check { file } => check(&file),
+        Command::Repl { file } => crate::repl::run(file),
     }
 }
 
@@ -287,22 +295,27 @@ async fn run(
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM, the signal that `timeout`, CI
-/// runners and service managers send, and returns its number.
-async fn interrupted() -> i32 {
+/// Waits for Ctrl-C (SIGINT), SIGTERM (what `timeout`, CI runners and
+/// service managers send) or SIGHUP (the terminal closed), and returns its
+/// number.
+pub(crate) async fn interrupted() -> i32 {
     use tokio::signal::unix::{signal, SignalKind};
 
-    let Ok(mut terminate) = signal(SignalKind::terminate()) else {
+    let (Ok(mut terminate), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         let _ = tokio::signal::ctrl_c().await;
         return 2;
     };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => 2,
         _ = terminate.recv() => 15,
+        _ = hangup.recv() => 1,
     }
 }
 
-fn print_delivered(delivered: &[Delivered], out: &mut dyn std::io::Write) {
+pub(crate) fn print_delivered(delivered: &[Delivered], out: &mut dyn std::io::Write) {
     for image in delivered {
         let mut line = String::new();
         if let Some(name) = &image.name {
@@ -321,7 +334,7 @@ fn print_delivered(delivered: &[Delivered], out: &mut dyn std::io::Write) {
 /// of hard links (copies across file systems), returned so it lives as long
 /// as the container. A file whose destination is a folder in the image is
 /// mounted inside it, as a baked file would be.
-async fn mount_binds(
+pub(crate) async fn mount_binds(
     docker: &Docker,
     image_id: &str,
     image: &Image,
@@ -390,7 +403,13 @@ async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<Exit
         pull_missing: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
+    print_plan(&plan);
+    Ok(ExitCode::SUCCESS)
+}
 
+/// Prints each step of `plan` with its location and status on stdout, the
+/// targets and attached files after them, and a summary on stderr.
+pub(crate) fn print_plan(plan: &Plan) {
     for step in &plan.steps {
         let status = match &step.status {
             Status::Cached { .. } => "cached".to_string(),
@@ -442,5 +461,4 @@ async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<Exit
         count => summary.push_str(&format!(", {count} base images to pull")),
     }
     eprintln!("{summary}");
-    Ok(ExitCode::SUCCESS)
 }

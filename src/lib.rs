@@ -22,6 +22,7 @@ pub mod python_build;
 pub mod reference;
 pub mod registry_auth;
 pub mod render;
+pub mod repl;
 pub mod script;
 pub mod secret;
 pub mod staged_files;

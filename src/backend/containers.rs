@@ -270,7 +270,7 @@ impl Docker {
     }
 
     /// Waits for a started container and returns its exit code.
-    async fn wait(&self, container: &str) -> Result<i64, Error> {
+    pub(super) async fn wait(&self, container: &str) -> Result<i64, Error> {
         let mut wait = self.client.wait_container(
             container,
             None::<bollard::query_parameters::WaitContainerOptions>,

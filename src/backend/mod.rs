@@ -10,6 +10,7 @@
 mod containers;
 pub mod image_config;
 mod images;
+mod terminal;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -106,7 +106,7 @@ const MAX_EXPRESSION_DEPTH: usize = 10_000;
 
 /// Stack for the thread that evaluates scripts, so that deep chains reach
 /// [`MAX_EXPRESSION_DEPTH`] before they overflow the stack.
-const EVALUATION_STACK_BYTES: usize = 512 * 1024 * 1024;
+pub(crate) const EVALUATION_STACK_BYTES: usize = 512 * 1024 * 1024;
 
 /// Reads and evaluates the script at `path`.
 pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
@@ -220,24 +220,6 @@ impl Session {
         Ok(value)
     }
 
-    /// Whether `text` fails to parse only because it stops too early: an
-    /// open bracket or string, or a trailing `.`, so that more lines may
-    /// complete it.
-    pub fn is_incomplete(&self, text: &str) -> bool {
-        if text.trim_end().ends_with('.') {
-            return true;
-        }
-        match self.engine.compile_with_scope(&self.scope, text) {
-            Ok(_) => false,
-            Err(error) => matches!(
-                error.err_type(),
-                rhai::ParseErrorType::UnexpectedEOF
-                    | rhai::ParseErrorType::MissingToken(_, _)
-                    | rhai::ParseErrorType::BadInput(rhai::LexError::UnterminatedString)
-            ) && error.position().line().is_none_or(|line| line >= text.lines().count()),
-        }
-    }
-
     /// Names of the variables in scope.
     pub fn variables(&self) -> Vec<String> {
         self.scope
@@ -276,6 +258,73 @@ impl Session {
     }
 }
 
+/// Whether `text` fails to parse only because it stops too early: at an
+/// open bracket or string, or after a trailing `.`, so that more lines may
+/// complete it.
+pub fn is_incomplete(text: &str) -> bool {
+    if text.trim_end().ends_with('.') {
+        return true;
+    }
+    let mut engine = Engine::new_raw();
+    engine.set_max_expr_depths(MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_DEPTH);
+    let Err(error) = engine.compile(text) else {
+        return false;
+    };
+    match error.err_type() {
+        rhai::ParseErrorType::UnexpectedEOF
+        | rhai::ParseErrorType::BadInput(rhai::LexError::UnterminatedString) => true,
+        // Inside an open block, Rhai asks for the `;` of the statement
+        // before it asks for the `}`.
+        rhai::ParseErrorType::MissingToken(_, _) => {
+            unclosed_brackets(text) > 0 && only_space_after(text, error.position())
+        }
+        _ => false,
+    }
+}
+
+/// Counts the brackets of `text` that are opened and not closed, outside
+/// strings and comments.
+fn unclosed_brackets(text: &str) -> i64 {
+    let mut depth = 0i64;
+    let mut quote: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            Some(_) if c == '\\' => {
+                chars.next();
+            }
+            Some(open) if c == open => quote = None,
+            Some(_) => {}
+            None => match c {
+                '"' | '`' | '\'' => quote = Some(c),
+                '/' if chars.peek() == Some(&'/') => {
+                    while chars.next_if(|next| *next != '\n').is_some() {}
+                }
+                '(' | '[' | '{' => depth += 1,
+                ')' | ']' | '}' => depth -= 1,
+                _ => {}
+            },
+        }
+    }
+    depth
+}
+
+/// Whether nothing but white space follows `position` in `text`, so that
+/// an error there means the text stopped early rather than went wrong.
+fn only_space_after(text: &str, position: Position) -> bool {
+    let (Some(line), Some(column)) = (position.line(), position.position()) else {
+        return true;
+    };
+    let mut lines = text.split('\n').skip(line - 1);
+    let rest_of_line: String = lines
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .skip(column - 1)
+        .collect();
+    rest_of_line.trim().is_empty() && lines.all(|later| later.trim().is_empty())
+}
+
 /// The `import "path" as alias;` statements of a script, as pairs.
 fn imports(text: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
@@ -291,7 +340,7 @@ fn imports(text: &str) -> Vec<(String, String)> {
 
 /// Returns the folder of the script's real file, following symlinks, so a
 /// linked script finds the files beside its target.
-fn script_folder(path: &Path) -> PathBuf {
+pub(crate) fn script_folder(path: &Path) -> PathBuf {
     let absolute = std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_path_buf());
@@ -452,4 +501,33 @@ fn describe_missing_function(signature: &str, diagnostic: &mut ScriptError) {
     diagnostic.label = "not defined".into();
     diagnostic.help =
         did_you_mean(name, builder_names()).map(|close| format!("did you mean `{close}`?"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unfinished_entries_are_incomplete() {
+        for text in [
+            "debian_slim(",
+            "debian_slim(\"3.11\")\n    .apt_install([\"git\",",
+            "debian_slim().",
+            "let x = #{ a: 1",
+            "\"open string",
+            "fn f() {",
+            "fn f(image) {\n  image.env(#{ B: \"2\" })",
+        ] {
+            assert!(is_incomplete(text), "{text:?} is incomplete");
+        }
+        for text in [
+            "debian_slim()",
+            "let x = 1;",
+            "debian_slim())",
+            "1 +* 2",
+            "",
+        ] {
+            assert!(!is_incomplete(text), "{text:?} is complete or wrong");
+        }
+    }
 }
