@@ -167,3 +167,32 @@ fn piped_entries_run_without_prompts() {
         "{stdout}"
     );
 }
+
+#[test]
+fn ctrl_c_stops_a_build_and_returns_to_the_prompt() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let containers_before = all_containers();
+    let mut repl = start(&workspace, None);
+    repl.send_line(format!(
+        "let slow = debian_slim(\"3.11\").run_commands([\"echo {} && sleep 60\"])",
+        nonce()
+    ))
+    .unwrap();
+    repl.expect("img> ").unwrap();
+    repl.send_line(":build slow").unwrap();
+    repl.expect("building").unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    repl.send(ControlCode::EndOfText).unwrap();
+    repl.expect("interrupted").unwrap();
+    repl.expect("img> ").unwrap();
+    repl.send_line("6 * 7").unwrap();
+    repl.expect("42").unwrap();
+    let left: Vec<String> = all_containers()
+        .into_iter()
+        .filter(|container| !containers_before.contains(container))
+        .collect();
+    assert!(left.is_empty(), "the build's container stayed: {left:?}");
+    repl.send_line(":quit").unwrap();
+    repl.expect(expectrl::Eof).unwrap();
+}

@@ -123,6 +123,9 @@ fn history_path() -> Option<PathBuf> {
 pub(crate) struct Repl {
     session: Session,
     runtime: tokio::runtime::Runtime,
+    /// Held so that Ctrl-C outside the line editor never ends the session:
+    /// builds listen for it, and elsewhere it is ignored.
+    _interrupts: tokio::signal::unix::Signal,
     interactive: bool,
     /// Entries that evaluated without error, in order, for `:save`.
     entries: Vec<String>,
@@ -153,9 +156,15 @@ impl Repl {
             .enable_all()
             .build()
             .map_err(|error| Error::docker("starting the async runtime", error))?;
+        let interrupts = runtime
+            .block_on(async {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            })
+            .map_err(|error| Error::docker("listening for Ctrl-C", error))?;
         let mut repl = Repl {
             session: Session::new(stand_in),
             runtime,
+            _interrupts: interrupts,
             interactive: std::io::stdin().is_terminal(),
             entries: Vec::new(),
             last_image_variable: None,
