@@ -23,7 +23,10 @@ fn cached_noop_run_creates_nothing() {
                 .env(#{{ NONCE: "{nonce}" }})
                 .add_local_dir("./src", "/app", #{{ copy: true }})
                 .workdir("/app")
-                .cmd(["python", "app.py"])
+                .entrypoint(["python"])
+                .cmd(["app.py"])
+                .user("nobody")
+                .entrypoint(["python", "-u"])
                 .tag("imgscript-test/noop:{nonce}")"#,
             nonce = nonce()
         ),

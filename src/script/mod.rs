@@ -507,6 +507,31 @@ fn describe_missing_function(signature: &str, diagnostic: &mut ScriptError) {
 mod tests {
     use super::*;
 
+    /// Every function a script can call is in the API description, and
+    /// every builder the description names can be called.
+    #[test]
+    fn engine_and_api_description_agree() {
+        let session = Session::new(Arc::new(ScriptSource {
+            path: PathBuf::from("test.img"),
+            folder: std::env::temp_dir(),
+            text: String::new(),
+        }));
+        let mut registered: Vec<String> = session
+            .engine
+            .gen_fn_signatures(false)
+            .into_iter()
+            .map(|signature| signature.split('(').next().unwrap_or_default().to_string())
+            .collect();
+        registered.sort();
+        registered.dedup();
+        let mut described: Vec<String> = crate::api_description::builders()
+            .iter()
+            .map(|builder| builder.name.to_string())
+            .collect();
+        described.sort();
+        assert_eq!(registered, described);
+    }
+
     #[test]
     fn unfinished_entries_are_incomplete() {
         for text in [
