@@ -270,6 +270,7 @@ async fn run(
         // With a command, stdout belongs to the container.
         if command.is_empty() {
             print_delivered(&delivered, &mut std::io::stdout());
+            note_attached_files(&plan);
             return Ok(ExitCode::SUCCESS);
         }
         print_delivered(&delivered, &mut std::io::stderr());
@@ -312,6 +313,26 @@ pub(crate) async fn interrupted() -> i32 {
         _ = tokio::signal::ctrl_c() => 2,
         _ = terminate.recv() => 15,
         _ = hangup.recv() => 1,
+    }
+}
+
+/// Warns that files added with `copy: false` are not in the delivered
+/// images, which `docker run` or a push would otherwise reveal much later.
+fn note_attached_files(plan: &Plan) {
+    let attached: usize = plan
+        .targets
+        .iter()
+        .map(|target| target.image.mounts.len())
+        .sum();
+    if attached > 0 {
+        eprintln!(
+            "note: {attached} local path{} added with copy: false {} not in the image; \
+             `imgscript run FILE -- CMD` attaches {}, and copy: true bakes {} in",
+            if attached == 1 { "" } else { "s" },
+            if attached == 1 { "is" } else { "are" },
+            if attached == 1 { "it" } else { "them" },
+            if attached == 1 { "it" } else { "them" },
+        );
     }
 }
 

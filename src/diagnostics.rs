@@ -128,7 +128,7 @@ pub enum Error {
 
     #[error("cannot get the Python build that add_python installs")]
     #[diagnostic(help(
-        "on a machine that cannot reach GitHub, set IMGSCRIPT_PYTHON_MIRROR to a mirror of python-build-standalone's releases"
+        "IMGSCRIPT_PYTHON_MIRROR names a mirror of python-build-standalone's releases, for machines without GitHub access; it must serve 20241016/SHA256SUMS and the archive beside it"
     ))]
     PythonBuild(#[from] crate::python_build::FetchError),
 

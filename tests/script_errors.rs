@@ -271,3 +271,18 @@ fn single_image_options_name_themselves() {
         command.stderr
     );
 }
+
+#[test]
+fn keyword_argument_gets_a_hint() {
+    insta::assert_snapshot!(check_error("debian_slim(python_version=\"3.11\")\n"));
+}
+
+#[test]
+fn run_function_names_a_missing_function() {
+    let stderr =
+        check_error("debian_slim(\"3.11\").run_function(\"./src/main.py\", \"download\")\n");
+    assert!(
+        stderr.contains("./src/main.py defines no function `download`"),
+        "{stderr}"
+    );
+}

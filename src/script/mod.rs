@@ -442,7 +442,7 @@ fn to_script_error(
             diagnostic.help = call.help;
         }
         EvalAltResult::ErrorParsing(rhai::ParseErrorType::VariableUndefined(name), _) => {
-            describe_undefined_variable(name, &mut diagnostic);
+            describe_undefined_variable(name, &script.text, &mut diagnostic);
         }
         EvalAltResult::ErrorParsing(parse_error, _) => {
             diagnostic.message = format!("syntax error: {parse_error}");
@@ -452,7 +452,7 @@ fn to_script_error(
             describe_missing_function(signature, &mut diagnostic);
         }
         EvalAltResult::ErrorVariableNotFound(name, _) => {
-            describe_undefined_variable(name, &mut diagnostic);
+            describe_undefined_variable(name, &script.text, &mut diagnostic);
         }
         EvalAltResult::ErrorModuleNotFound(detail, _) => {
             diagnostic.message = format!("module not found: {detail}");
@@ -468,9 +468,23 @@ fn to_script_error(
     Box::new(diagnostic)
 }
 
-fn describe_undefined_variable(name: &str, diagnostic: &mut ScriptError) {
+fn describe_undefined_variable(name: &str, text: &str, diagnostic: &mut ScriptError) {
     diagnostic.message = format!("variable `{name}` is not defined");
     diagnostic.label = "not defined".into();
+
+    // `name=value` inside a call is Python's keyword argument, which Rhai
+    // does not have.
+    let after = text
+        .get(diagnostic.span.offset() + diagnostic.span.len()..)
+        .unwrap_or_default()
+        .trim_start();
+    if after.starts_with('=') && !after.starts_with("==") {
+        diagnostic.label = "a keyword argument?".into();
+        diagnostic.help = Some(format!(
+            "scripts have no keyword arguments: pass the value alone, such as debian_slim(\"3.11\"), and options as a map last, such as #{{ {name}: ... }}"
+        ));
+        return;
+    }
     diagnostic.help = Some(match did_you_mean(name, builder_names()) {
         Some(close) => format!("did you mean the function `{close}(...)`?"),
         None => format!(
@@ -487,8 +501,16 @@ fn describe_missing_function(signature: &str, diagnostic: &mut ScriptError) {
         .strip_prefix(name)
         .map(str::trim)
         .unwrap_or_default()
+        .replace("&str | ImmutableString | String", "string")
         .replace("ImmutableString", "string")
-        .replace("imgscript::image::Image", "Image");
+        .replace("imgscript::image::Image", "Image")
+        .replace("imgscript::secret::Secret", "Secret")
+        .replace("rhai::Map", "map")
+        .replace("Map", "map")
+        .replace("rhai::Array", "array")
+        .replace("Array", "array")
+        .replace("i64", "integer")
+        .replace("f64", "number");
 
     if let Some(usage) = api::usage(name) {
         diagnostic.message = format!("wrong arguments for `{name}`: got {arguments}");

@@ -78,6 +78,35 @@ fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>,
     Ok(packages)
 }
 
+/// Names the functions a Python file defines at its top level, and tells
+/// whether `function` occurs in it at all, so that a misspelt
+/// `run_function` name fails the check rather than the build. A name the
+/// file imports or assigns counts, since it may well be a function.
+fn python_functions(path: &Path, function: &str) -> Result<(Vec<String>, bool), CallError> {
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        CallError::new(format!("failed to read {}: {error}", path.display()))
+            .with_label("unreadable Python file")
+    })?;
+    let mentioned = text
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|word| word == function);
+    let defined = text
+        .lines()
+        .filter_map(|line| {
+            let definition = line
+                .strip_prefix("def ")
+                .or_else(|| line.strip_prefix("async def "))?;
+            let name: String = definition
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect();
+    Ok((defined, mentioned))
+}
+
 /// Names the dependency groups a poetry project declares: `main`, each
 /// `[tool.poetry.group.NAME]` and each `[dependency-groups]` entry.
 fn poetry_groups(pyproject: &Path) -> Result<Vec<String>, CallError> {
@@ -271,6 +300,24 @@ pub(super) fn register_run_steps(engine: &mut Engine, builders: &Builders) {
                 return Err(
                     CallError::new(format!("invalid Python function name {function:?}"))
                         .with_label("invalid function name"),
+                );
+            }
+            let (defined, mentioned) = python_functions(&path, &function)?;
+            if !mentioned {
+                let help = match crate::suggest::did_you_mean(
+                    &function,
+                    defined.iter().map(String::as_str),
+                ) {
+                    Some(close) => format!("did you mean `{close}`?"),
+                    None if defined.is_empty() => {
+                        format!("{file} defines no function at its top level")
+                    }
+                    None => format!("{file} defines: {}", defined.join(", ")),
+                };
+                return Err(
+                    CallError::new(format!("{file} defines no function `{function}`"))
+                        .with_label("no such function")
+                        .with_help(help),
                 );
             }
             let args = options.json("args", serde_json::Value::Array(Vec::new()))?;
