@@ -1,4 +1,5 @@
-//! The command line: `imgscript run`, `check`, `plan` and `repl`.
+//! The command line: `imgscript run`, `check`, `plan`, `repl`, `api` and
+//! `lsp`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -64,6 +65,15 @@ enum Command {
         /// A script to evaluate first.
         file: Option<PathBuf>,
     },
+    /// Describe every builder function, method and option key; the REPL's
+    /// help and the editor support read the same description.
+    Api {
+        /// Print JSON for tools instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the Language Server Protocol on stdin and stdout, for editors.
+    Lsp,
     /// Show each layer with its script location, whether it is cached, and
     /// why it would be built.
     Plan {
@@ -86,6 +96,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { file } => check(&file),
         Command::Repl { file } => crate::repl::run(file),
+        Command::Api { json } => api(json),
+        Command::Lsp => crate::lsp::serve(),
         command => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -172,7 +184,29 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
         } => plan(&file, target.as_deref(), force_build || force_from_env()?).await,
         Command::Check { file } => check(&file),
         Command::Repl { file } => crate::repl::run(file),
+        Command::Api { json } => api(json),
+        Command::Lsp => crate::lsp::serve(),
     }
+}
+
+fn api(json: bool) -> Result<ExitCode, Error> {
+    if json {
+        let description = serde_json::json!({
+            "version": 1,
+            "builders": crate::api_description::builders(),
+            "stdlib_modules": crate::script::stdlib_names().collect::<Vec<_>>(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&description).expect("the description serializes")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for builder in crate::api_description::builders() {
+        println!("{}", builder.signature());
+        println!("    {}", builder.description);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Reads IMGSCRIPT_FORCE_BUILD: 1, true, yes or on force every step; unset,

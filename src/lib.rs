@@ -16,6 +16,7 @@ pub mod ecr;
 pub mod execute;
 pub mod gpu;
 pub mod image;
+pub mod lsp;
 pub mod plan;
 pub mod progress;
 pub mod python_build;

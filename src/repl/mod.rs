@@ -22,6 +22,7 @@ use crate::diagnostics::Error;
 use crate::image::{Image, Layer, ScriptSource};
 use crate::plan::{Plan, PlanOptions, Status};
 use crate::script::{self, Session};
+pub(crate) use helper::complete;
 use helper::ReplHelper;
 
 /// Runs the REPL until `:quit` or the end of input. With `file`, the script

@@ -29,6 +29,7 @@ use crate::suggest::did_you_mean;
 use modules::{ScriptModules, Sources};
 
 pub use api::builder_names;
+pub use modules::stdlib_names;
 
 /// The images a script builds: one image, or named images.
 #[derive(Debug, Clone)]
@@ -124,6 +125,13 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
             reason: error.to_string(),
         },
     })?;
+    evaluate_text(path, text).map_err(crate::diagnostics::Error::Script)
+}
+
+/// Evaluates `text` as the script at `path`, whose folder relative paths
+/// start from; the file itself is not read, so an editor can check text
+/// that is not saved yet.
+pub fn evaluate_text(path: &Path, text: String) -> Result<Target, Box<ScriptError>> {
     let script = Arc::new(ScriptSource {
         path: path.to_path_buf(),
         folder: script_folder(path),
@@ -131,7 +139,7 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
     });
 
     let thread_script = Arc::clone(&script);
-    let result = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("script".into())
         .stack_size(EVALUATION_STACK_BYTES)
         .spawn(move || evaluate(thread_script))
@@ -145,8 +153,7 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
                 label: "while evaluating this script".into(),
                 help: Some("please report this as a bug in imgscript".into()),
             }))
-        });
-    result.map_err(crate::diagnostics::Error::Script)
+        })
 }
 
 fn evaluate(script: Arc<ScriptSource>) -> Result<Target, Box<ScriptError>> {
