@@ -4,7 +4,8 @@
 # starts dockerd when none runs, installs the packages the tests use, makes
 # the Python base image locally (no container registry is needed),
 # downloads the wheels of uv and poetry and the Debian packages of Node.js
-# that the tests install, and installs moto's AWS emulator. Each step is skipped when its result is
+# that the tests install, installs moto's AWS emulator, Vim and the VS Code
+# extension's npm packages. Each step is skipped when its result is
 # already there, so a second run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -107,4 +108,20 @@ if [ ! -f "$debs/node/Packages" ]; then
     apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
     cd /out && dpkg-scanpackages --multiversion . > Packages.partial 2>/dev/null
     mv Packages.partial Packages'
+fi
+
+# The editor tests run Vim, and the VS Code extension's grammar tests and
+# packaging need its npm packages, which need Node.js 20 or later.
+if ! command -v vim >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq vim >/dev/null
+fi
+if ! command -v npm >/dev/null 2>&1; then
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm >/dev/null
+fi
+vscode=editors/vscode
+if [ ! -f "$vscode/node_modules/.package-lock.json" ] ||
+  [ "$vscode/package-lock.json" -nt "$vscode/node_modules/.package-lock.json" ]; then
+  (cd "$vscode" && npm ci --no-audit --no-fund --loglevel=error)
 fi
