@@ -147,14 +147,16 @@ fn piped_entries_run_without_prompts() {
         .take()
         .unwrap()
         .write_all(
-            b"let app = base\n    .env(#{ A: \"1\" })\nnosuch()\napp\n:ls app /etc/os-release\n:help env\n",
+            b"let app = base\n    .env(#{ A: \"1\" })\nnosuch()\napp\n:ls app /etc/os-release\n:help env\nfn broken(image) {\n    image.nope()\n}\nbroken(app)\n",
         )
         .unwrap();
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
+    assert_eq!(output.status.code(), Some(1), "entries failed: {stderr}");
     assert!(!stdout.contains("img> "), "{stdout}");
+    // The error inside the function points into the entry that defined it.
+    assert!(stderr.contains("image.nope()"), "{stderr}");
     assert!(!stderr.contains('\x1b'), "no colours on a pipe: {stderr}");
     assert!(
         stderr.contains("unknown function or method `nosuch`"),

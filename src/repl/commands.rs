@@ -56,6 +56,7 @@ impl Repl {
             }),
         };
         if let Err(error) = result {
+            self.failed = true;
             report(error);
         }
         Next::Prompt
@@ -203,7 +204,7 @@ impl Repl {
     }
 
     fn run_command(&mut self, argument: &str) -> Result<(), Error> {
-        let Some((expression, command)) = argument.split_once(" -- ") else {
+        let Some((expression, command)) = split_command(argument) else {
             return Err(Error::Usage {
                 message: ":run needs an image and a command, separated by --".into(),
                 help: "write :run app -- python -c 'print(1)'".into(),
@@ -267,11 +268,19 @@ impl Repl {
             });
         }
         // Rhai needs a `;` between statements, except after a block.
+        // A function defined again later is saved once, in its last form,
+        // since a script may not define it twice.
+        let kept: Vec<&str> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(index, entry)| !entry.is_superseded(&self.entries[index + 1..]))
+            .map(|(_, entry)| entry.text.trim_end())
+            .collect();
         let mut text = String::new();
-        for (index, entry) in self.entries.iter().enumerate() {
-            let entry = entry.trim_end();
+        for (index, entry) in kept.iter().enumerate() {
             text.push_str(entry);
-            let is_last = index + 1 == self.entries.len();
+            let is_last = index + 1 == kept.len();
             if !is_last && !entry.ends_with(';') && !entry.ends_with('}') {
                 text.push(';');
             }
@@ -290,9 +299,9 @@ impl Repl {
             text.push_str(variable);
             text.push('\n');
         }
-        std::fs::write(&path, text).map_err(|error| Error::Read {
-            path: path.clone(),
-            reason: error.to_string(),
+        std::fs::write(&path, text).map_err(|error| Error::Usage {
+            message: format!("cannot write {}: {error}", path.display()),
+            help: "check that the folder exists and that you may write to it".into(),
         })?;
         if path.parent() != Some(self.session.folder()) {
             eprintln!(
@@ -301,10 +310,30 @@ impl Repl {
                 self.session.folder().display()
             );
         }
-        eprintln!("saved {} entries to {}", self.entries.len(), path.display());
+        eprintln!("saved {} entries to {}", kept.len(), path.display());
         self.saved.push(path);
         Ok(())
     }
+}
+
+/// Splits `EXPR -- CMD` at the first ` -- ` outside a string literal.
+fn split_command(argument: &str) -> Option<(&str, &str)> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (index, c) in argument.char_indices() {
+        match quote {
+            Some(_) if escaped => escaped = false,
+            Some(_) if c == '\\' => escaped = true,
+            Some(open) if c == open => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '`' => quote = Some(c),
+            None if argument[index..].starts_with(" -- ") => {
+                return Some((&argument[..index], &argument[index + 4..]));
+            }
+            None => {}
+        }
+    }
+    None
 }
 
 /// Prints the commands and builders, or what one builder does.

@@ -131,8 +131,24 @@ pub fn complete(
 ) -> (usize, Vec<Pair>) {
     let before = &line[..pos];
 
-    // A REPL command name right after the colon.
+    // A REPL command name right after the colon, then its argument.
     if let Some(command) = before.strip_prefix(':') {
+        if let Some((name, argument)) = command.split_once(' ') {
+            let argument = argument.trim_start();
+            let start = pos - argument.len();
+            match name {
+                "save" | "load" => return (start, complete_path(argument, folder)),
+                "help" => {
+                    let candidates = builders()
+                        .iter()
+                        .filter(|builder| builder.name.starts_with(argument))
+                        .map(|builder| pair(builder.name, builder.name))
+                        .collect();
+                    return (start, candidates);
+                }
+                _ => {}
+            }
+        }
         if !command.contains(char::is_whitespace) {
             let candidates = COMMANDS
                 .iter()
@@ -156,6 +172,11 @@ pub fn complete(
     let word = &before[word_start..];
     let preceding = before[..word_start].trim_end();
 
+    // Functions of imported modules are not in the API description.
+    if preceding.ends_with("::") {
+        return (word_start, Vec::new());
+    }
+
     if preceding.ends_with('.') && !preceding.ends_with("..") {
         let candidates = builders()
             .iter()
@@ -165,7 +186,11 @@ pub fn complete(
         return (word_start, candidates);
     }
 
-    if let Some(function) = option_map_owner(preceding) {
+    if let Some(owner) = option_map_owner(preceding) {
+        // The keys of a map that is no builder's options are the user's own.
+        let Some(function) = owner else {
+            return (word_start, Vec::new());
+        };
         let candidates = option_names(&function)
             .into_iter()
             .filter(|name| name.starts_with(word))
@@ -262,10 +287,10 @@ fn complete_path(typed: &str, folder: &std::path::Path) -> Vec<Pair> {
     candidates
 }
 
-/// When `text` (what precedes the word being typed) ends where an option
-/// key goes, right after `#{` or after a `,` in an open `#{`, returns the
-/// function whose options map it is.
-fn option_map_owner(text: &str) -> Option<String> {
+/// When `text` (what precedes the word being typed) ends where a map key
+/// goes, right after `#{` or after a `,` in an open `#{`, returns the
+/// function whose options map it is, or `Some(None)` for another map.
+fn option_map_owner(text: &str) -> Option<Option<String>> {
     if !(text.ends_with("#{") || text.ends_with(',')) {
         return None;
     }
@@ -288,7 +313,11 @@ fn option_map_owner(text: &str) -> Option<String> {
         }
     }
     let before_map = &text[..map_start?];
+    Some(map_owner(before_map))
+}
 
+/// The name called at the innermost open `(` of `before_map`.
+fn map_owner(before_map: &str) -> Option<String> {
     // Then the innermost open `(` before it, and the name called there.
     let bytes = before_map.as_bytes();
     let mut depth = 0usize;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rhai::Dynamic;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
-use rustyline::{Config, Editor};
+use rustyline::{CompletionType, Config, Editor};
 
 use crate::backend::{daemon_address, Docker};
 use crate::cache_index::CacheIndex;
@@ -109,6 +109,27 @@ impl Input {
     }
 }
 
+/// An entry that evaluated without error.
+pub(super) struct Entry {
+    pub text: String,
+    /// Name and arity of each function it defines.
+    pub defines: Vec<(String, usize)>,
+}
+
+impl Entry {
+    /// Whether a saved script can leave this entry out: it only defines
+    /// functions, and entries after it define each of them again.
+    pub fn is_superseded(&self, later: &[Entry]) -> bool {
+        let only_functions = self.text.trim_start().starts_with("fn ");
+        only_functions
+            && !self.defines.is_empty()
+            && self
+                .defines
+                .iter()
+                .all(|function| later.iter().any(|entry| entry.defines.contains(function)))
+    }
+}
+
 /// `$XDG_DATA_HOME/imgscript/history`, else under `~/.local/share`.
 fn history_path() -> Option<PathBuf> {
     let from_env = |name: &str| {
@@ -129,13 +150,16 @@ pub(crate) struct Repl {
     _interrupts: tokio::signal::unix::Signal,
     interactive: bool,
     /// Entries that evaluated without error, in order, for `:save`.
-    entries: Vec<String>,
+    entries: Vec<Entry>,
     /// The variable that most recently received an image, which a saved
     /// script ends with when the last entry is not itself an image.
     last_image_variable: Option<String>,
     last_entry_is_image: bool,
     /// Files this session wrote with `:save`, which it may overwrite.
     saved: Vec<PathBuf>,
+    /// Whether an entry or command failed, which makes piped input end
+    /// with status 1.
+    pub(super) failed: bool,
     count: usize,
 }
 
@@ -171,10 +195,14 @@ impl Repl {
             last_image_variable: None,
             last_entry_is_image: false,
             saved: Vec::new(),
+            failed: false,
             count: 0,
         };
         if let Some(file) = file {
-            repl.load(file)?;
+            if let Err(error) = repl.load(file) {
+                repl.failed = true;
+                report(error);
+            }
         }
         Ok(repl)
     }
@@ -184,7 +212,7 @@ impl Repl {
         if self.interactive {
             eprintln!("imgscript repl: enter builder calls, :help for commands, Ctrl-D to leave");
         }
-        input.update(self.session.variables());
+        input.update(self.names());
         loop {
             let prompt = if self.interactive { "img> " } else { "" };
             let entry = match input.read_entry(prompt) {
@@ -203,17 +231,30 @@ impl Repl {
             } else {
                 self.evaluate_entry(entry);
             }
-            input.update(self.session.variables());
+            input.update(self.names());
         }
         input.save_history();
-        Ok(ExitCode::SUCCESS)
+        match self.failed && !self.interactive {
+            true => Ok(ExitCode::FAILURE),
+            false => Ok(ExitCode::SUCCESS),
+        }
+    }
+
+    /// Variables and functions in scope, for completion.
+    fn names(&self) -> Vec<String> {
+        let mut names = self.session.variables();
+        names.extend(self.session.functions().iter().cloned());
+        names
     }
 
     fn input(&self) -> Result<Input, Error> {
         if !self.interactive {
             return Ok(Input::Piped(std::io::stdin().lines().peekable()));
         }
-        let config = Config::builder().auto_add_history(false).build();
+        let config = Config::builder()
+            .auto_add_history(false)
+            .completion_type(CompletionType::List)
+            .build();
         let mut editor =
             Editor::<ReplHelper, FileHistory>::with_config(config).map_err(|error| {
                 Error::Usage {
@@ -238,9 +279,11 @@ impl Repl {
             path: file.to_path_buf(),
             reason: error.to_string(),
         })?;
+        // A loaded script's relative paths start at its own folder, as they
+        // do when `imgscript run` runs it.
         let source = Arc::new(ScriptSource {
             path: file.to_path_buf(),
-            folder: self.session.folder().to_path_buf(),
+            folder: script::script_folder(file),
             text: text.clone(),
         });
         let before = self.image_variables();
@@ -263,14 +306,20 @@ impl Repl {
                 self.note_entry(entry, is_image, &before);
                 self.show(value);
             }
-            Err(error) => report(Error::from(error)),
+            Err(error) => {
+                self.failed = true;
+                report(Error::from(error));
+            }
         }
     }
 
     /// Records a successful entry, and which image a saved script would
     /// end with.
     fn note_entry(&mut self, entry: String, is_image: bool, before: &[(String, String)]) {
-        self.entries.push(entry);
+        self.entries.push(Entry {
+            text: entry,
+            defines: self.session.last_defined().to_vec(),
+        });
         self.last_entry_is_image = is_image;
         let after = self.image_variables();
         if let Some((name, _)) = after.iter().find(|item| !before.contains(item)) {

@@ -169,8 +169,10 @@ pub struct Session {
     engine: Engine,
     sources: Arc<Sources>,
     scope: rhai::Scope<'static>,
-    /// Functions that earlier evaluations defined.
-    functions: rhai::AST,
+    /// Names of the functions that evaluations defined.
+    functions: Vec<String>,
+    /// Name and arity of each function the last evaluation defined.
+    last_defined: Vec<(String, usize)>,
     /// Where relative paths of builders and imports start.
     folder: PathBuf,
 }
@@ -194,7 +196,8 @@ impl Session {
             engine,
             sources,
             scope: rhai::Scope::new(),
-            functions: rhai::AST::empty(),
+            functions: Vec::new(),
+            last_defined: Vec::new(),
             folder,
         }
     }
@@ -215,16 +218,51 @@ impl Session {
             .engine
             .compile_with_scope(&self.scope, &script.text)
             .map_err(|error| to_error(&EvalAltResult::from(error)))?;
-        let mut run = self.functions.merge(&ast);
-        run.set_source(name.as_str());
+        let mut ast = ast;
+        ast.set_source(name.as_str());
         let value = self
             .engine
-            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &run)
+            .eval_ast_with_scope::<Dynamic>(&mut self.scope, &ast)
             .map_err(|error| to_error(&error))?;
 
-        self.functions = self.functions.merge(&ast.clone_functions_only());
+        self.keep_functions(&ast);
         self.keep_imports(&script.text, &name);
         Ok(value)
+    }
+
+    /// Makes the functions that `ast` defines callable in later
+    /// evaluations. They become a module named after their source, so that
+    /// errors and progress lines inside them point into the text that
+    /// defined them, not into the entry that calls them. A later definition
+    /// of the same name and arity replaces an earlier one.
+    fn keep_functions(&mut self, ast: &rhai::AST) {
+        let functions = ast.clone_functions_only();
+        self.last_defined = functions
+            .iter_functions()
+            .map(|function| (function.name.to_string(), function.params.len()))
+            .collect();
+        if functions.iter_functions().next().is_none() {
+            return;
+        }
+        let module = rhai::Module::eval_ast_as_new(rhai::Scope::new(), &functions, &self.engine);
+        if let Ok(module) = module {
+            self.engine.register_global_module(module.into());
+        }
+        for function in functions.iter_functions() {
+            if !self.functions.iter().any(|known| known == function.name) {
+                self.functions.push(function.name.to_string());
+            }
+        }
+    }
+
+    /// Name and arity of each function the last evaluation defined.
+    pub fn last_defined(&self) -> &[(String, usize)] {
+        &self.last_defined
+    }
+
+    /// Names of the functions that evaluations defined.
+    pub fn functions(&self) -> &[String] {
+        &self.functions
     }
 
     /// Names of the variables in scope.
