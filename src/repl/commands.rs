@@ -252,7 +252,7 @@ impl Repl {
     }
 
     /// Writes the entries that worked as a script that ends with the last
-    /// image. It refuses to replace a file it did not write itself.
+    /// image. It does not replace a file that it did not write itself.
     fn save(&mut self, argument: &str) -> Result<(), Error> {
         if argument.is_empty() {
             return Err(Error::Usage {
@@ -267,42 +267,13 @@ impl Repl {
                 help: "choose another name, or move the file away first".into(),
             });
         }
-        // Rhai needs a `;` between statements, except after a block.
-        // A function defined again later is saved once, in its last form,
-        // since a script may not define it twice.
-        let kept: Vec<&str> = self
-            .entries
-            .iter()
-            .enumerate()
-            .filter(|(index, entry)| !entry.is_superseded(&self.entries[index + 1..]))
-            .map(|(_, entry)| entry.text.trim_end())
-            .collect();
-        let mut text = String::new();
-        for (index, entry) in kept.iter().enumerate() {
-            text.push_str(entry);
-            let is_last = index + 1 == kept.len();
-            if !is_last && !entry.ends_with(';') && !entry.ends_with('}') {
-                text.push(';');
-            }
-            text.push('\n');
-        }
-        if !self.last_entry_is_image {
-            let Some(variable) = &self.last_image_variable else {
-                return Err(Error::Usage {
-                    message: "no entry has made an image yet, so there is nothing to save".into(),
-                    help: "start with an entry such as let app = debian_slim(\"3.11\")".into(),
-                });
-            };
-            if !text.trim_end().ends_with(';') && !text.trim_end().ends_with('}') {
-                text.insert(text.trim_end().len(), ';');
-            }
-            text.push_str(variable);
-            text.push('\n');
-        }
+
+        let (text, count) = self.saved_script()?;
         std::fs::write(&path, text).map_err(|error| Error::Usage {
             message: format!("cannot write {}: {error}", path.display()),
             help: "check that the folder exists and that you may write to it".into(),
         })?;
+
         if path.parent() != Some(self.session.folder()) {
             eprintln!(
                 "note: relative paths in {} resolve against its own folder, not {}",
@@ -310,9 +281,49 @@ impl Repl {
                 self.session.folder().display()
             );
         }
-        eprintln!("saved {} entries to {}", kept.len(), path.display());
+        eprintln!("saved {count} entries to {}", path.display());
         self.saved.push(path);
         Ok(())
+    }
+
+    /// Joins the entries into a script, and returns it with the number of
+    /// entries it holds. A function defined again later is kept once, in
+    /// its last form, since a script may not define it twice.
+    fn saved_script(&self) -> Result<(String, usize), Error> {
+        let kept: Vec<&str> = self
+            .entries
+            .iter()
+            .enumerate()
+            .filter(|(index, entry)| !entry.is_superseded(&self.entries[index + 1..]))
+            .map(|(_, entry)| entry.text.trim_end())
+            .collect();
+
+        // Rhai needs a `;` between statements, except after a block.
+        let ends_statement = |text: &str| text.ends_with(';') || text.ends_with('}');
+        let mut text = String::new();
+        for (index, entry) in kept.iter().enumerate() {
+            text.push_str(entry);
+            let is_last = index + 1 == kept.len();
+            if !is_last && !ends_statement(entry) {
+                text.push(';');
+            }
+            text.push('\n');
+        }
+
+        if !self.last_entry_is_image {
+            let Some(variable) = &self.last_image_variable else {
+                return Err(Error::Usage {
+                    message: "no entry has made an image yet, so there is nothing to save".into(),
+                    help: "start with an entry such as let app = debian_slim(\"3.11\")".into(),
+                });
+            };
+            if !ends_statement(text.trim_end()) {
+                text.insert(text.trim_end().len(), ';');
+            }
+            text.push_str(variable);
+            text.push('\n');
+        }
+        Ok((text, kept.len()))
     }
 }
 
