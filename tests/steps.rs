@@ -305,9 +305,30 @@ fn run_function_missing_function_fails() {
         "tasks.py",
         &format!("# {}\ndef present():\n    pass\n", nonce()),
     );
+
+    // A name the file never mentions fails the check, before any build.
     let script = workspace.write(
         "build.img",
         r#"debian_slim("3.11").run_function("./tasks.py", "absent")"#,
+    );
+    let result = run(imgscript().arg("run").arg(&script).env("NO_COLOR", "1"));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result
+            .stderr
+            .contains("./tasks.py defines no function `absent`"),
+        "{}",
+        result.stderr
+    );
+    assert!(!result.stderr.contains("building"), "{}", result.stderr);
+
+    // A name the file mentions but does not define fails in the build.
+    workspace.write(
+        "tasks.py",
+        &format!(
+            "# {} absent was removed\ndef present():\n    pass\n",
+            nonce()
+        ),
     );
     let result = run(imgscript().arg("run").arg(&script).env("NO_COLOR", "1"));
     assert_eq!(result.code, 1, "{}", result.stderr);
