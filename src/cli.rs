@@ -190,21 +190,22 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
 }
 
 fn api(json: bool) -> Result<ExitCode, Error> {
+    use std::io::Write;
+
+    // Writes fail quietly when the reader goes away, as with `| head`.
+    let mut out = std::io::stdout().lock();
     if json {
         let description = serde_json::json!({
             "version": 1,
             "builders": crate::api_description::builders(),
             "stdlib_modules": crate::script::stdlib_names().collect::<Vec<_>>(),
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&description).expect("the description serializes")
-        );
+        let text = serde_json::to_string_pretty(&description).expect("the description serializes");
+        let _ = writeln!(out, "{text}");
         return Ok(ExitCode::SUCCESS);
     }
     for builder in crate::api_description::builders() {
-        println!("{}", builder.signature());
-        println!("    {}", builder.description);
+        let _ = writeln!(out, "{}\n    {}", builder.signature(), builder.description);
     }
     Ok(ExitCode::SUCCESS)
 }

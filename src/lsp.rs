@@ -155,8 +155,8 @@ impl Server<'_> {
             return;
         };
         let path = document_path(uri);
-        let diagnostics = match crate::script::evaluate_text(&path, text.clone()) {
-            Ok(_) => Vec::new(),
+        let diagnostics = match crate::script::check_text(&path, text.clone()) {
+            Ok(()) => Vec::new(),
             Err(error) => vec![diagnostic(&path, text, &error)],
         };
         self.send_diagnostics(uri.clone(), diagnostics);
@@ -179,15 +179,33 @@ impl Server<'_> {
         let position = params.text_document_position.position;
         let uri = params.text_document_position.text_document.uri;
         let text = self.documents.get(&uri)?;
-        let line = text.lines().nth(position.line as usize).unwrap_or_default();
-        let cursor = byte_index(line, position.character);
+        let offset = offset_of(text, position);
+        let line_start = text[..offset].rfind('\n').map_or(0, |index| index + 1);
+        if text[line_start..offset].contains("//") {
+            return Some(CompletionResponse::Array(Vec::new()));
+        }
         let folder = document_path(&uri)
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
+
+        // The whole text before the cursor, so that an options map opened
+        // on an earlier line still finds the call it belongs to.
+        let prefix = &text[..offset];
         let (start, pairs) =
-            crate::repl::complete(line, cursor, &declared_variables(text), &folder);
-        let start = Position::new(position.line, utf16_length(&line[..start]));
+            crate::repl::complete(prefix, prefix.len(), &declared_variables(text), &folder);
+
+        // Replace the whole word under the cursor, and do not repeat the
+        // `(` or `:` that already follows it.
+        let rest = &text[offset..];
+        let word_end = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
+        let after = &rest[word_end..];
+        let range = Range::new(
+            position_at(text, start),
+            position_at(text, offset + word_end),
+        );
         let items = pairs
             .into_iter()
             .map(|pair| {
@@ -207,8 +225,8 @@ impl Server<'_> {
                         lsp_types::Documentation::String(builder.description.to_string())
                     }),
                     text_edit: Some(lsp_types::CompletionTextEdit::Edit(TextEdit {
-                        range: Range::new(start, position),
-                        new_text: pair.replacement,
+                        range,
+                        new_text: without_repeat(&pair.replacement, after),
                     })),
                     ..CompletionItem::default()
                 }
@@ -263,7 +281,10 @@ impl Server<'_> {
             )));
         }
 
-        let (word, _) = word_at(text, position)?;
+        let (word, range) = word_at(text, position)?;
+        if let Some(location) = module_function(text, line, range.start.character, &word, &uri) {
+            return Some(GotoDefinitionResponse::Scalar(location));
+        }
         for (number, line) in text.lines().enumerate() {
             for keyword in ["let ", "const ", "fn "] {
                 let Some(at) = line.find(&format!("{keyword}{word}")) else {
@@ -300,6 +321,10 @@ fn diagnostic(path: &Path, text: &str, error: &crate::diagnostics::ScriptError) 
         let end = position_at(text, error.span.offset() + error.span.len());
         Range::new(start, end)
     } else {
+        let module = PathBuf::from(error.source_code.name());
+        let import_line = text.lines().position(|line| {
+            imported_file(line, path).is_some_and(|file| same_file(&file, &module))
+        });
         let place = error
             .source_code
             .read_span(&error.span, 0, 0)
@@ -307,7 +332,16 @@ fn diagnostic(path: &Path, text: &str, error: &crate::diagnostics::ScriptError) 
             .map(|span| format!("{}:{}", span.line() + 1, span.column() + 1))
             .unwrap_or_default();
         message = format!("in {} {place}: {message}", error.source_code.name());
-        Range::new(Position::new(0, 0), Position::new(0, 0))
+        match import_line {
+            Some(number) => {
+                let length = utf16_length(text.lines().nth(number).unwrap_or_default());
+                Range::new(
+                    Position::new(number as u32, 0),
+                    Position::new(number as u32, length),
+                )
+            }
+            None => Range::new(Position::new(0, 0), Position::new(0, 0)),
+        }
     };
     Diagnostic {
         range,
@@ -316,6 +350,12 @@ fn diagnostic(path: &Path, text: &str, error: &crate::diagnostics::ScriptError) 
         message,
         ..Diagnostic::default()
     }
+}
+
+fn same_file(left: &Path, right: &Path) -> bool {
+    let canonical =
+        |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    canonical(left) == canonical(right)
 }
 
 fn document_path(uri: &Uri) -> PathBuf {
@@ -345,6 +385,46 @@ fn imported_file(line: &str, document: &Path) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// For `alias::function` with the cursor on `function`, finds `fn function`
+/// in the script file that `import "…" as alias` loads.
+fn module_function(
+    text: &str,
+    line: &str,
+    word_start: u32,
+    word: &str,
+    uri: &Uri,
+) -> Option<Location> {
+    let before = &line[..byte_index(line, word_start)];
+    let alias: String = before
+        .strip_suffix("::")?
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let document = document_path(uri);
+    let file = text.lines().find_map(|line| {
+        let declares = line
+            .trim_end()
+            .trim_end_matches(';')
+            .ends_with(&format!(" as {alias}"));
+        declares.then(|| imported_file(line, &document)).flatten()
+    })?;
+    let module = std::fs::read_to_string(&file).ok()?;
+    let (number, found) = module.lines().enumerate().find_map(|(number, line)| {
+        let at = line.find(&format!("fn {word}("))?;
+        Some((number, at))
+    })?;
+    let column = utf16_length(&module.lines().nth(number)?[..found + 3]);
+    let range = Range::new(
+        Position::new(number as u32, column),
+        Position::new(number as u32, column + utf16_length(word)),
+    );
+    Some(Location::new(file_uri(&file)?, range))
+}
+
 /// Names declared with `let`, `const` or `fn` anywhere in the document.
 fn declared_variables(text: &str) -> Vec<String> {
     let mut names = Vec::new();
@@ -364,6 +444,34 @@ fn declared_variables(text: &str) -> Vec<String> {
         }
     }
     names
+}
+
+/// Drops the `(` or `: ` that ends a completion when the text after the
+/// word already has it.
+fn without_repeat(replacement: &str, after: &str) -> String {
+    if let Some(name) = replacement.strip_suffix('(') {
+        if after.starts_with('(') {
+            return name.to_string();
+        }
+    }
+    if let Some(key) = replacement.strip_suffix(": ") {
+        if after.trim_start().starts_with(':') {
+            return key.to_string();
+        }
+    }
+    replacement.to_string()
+}
+
+/// The byte offset in `text` of an LSP position.
+fn offset_of(text: &str, position: Position) -> usize {
+    let mut offset = 0;
+    for (number, line) in text.split_inclusive('\n').enumerate() {
+        if number == position.line as usize {
+            return offset + byte_index(line.trim_end_matches('\n'), position.character);
+        }
+        offset += line.len();
+    }
+    text.len()
 }
 
 /// The identifier under `position`, with its range.

@@ -232,3 +232,88 @@ fn definition_finds_variables_and_imported_modules() {
     assert_eq!(result["uri"], json!(uri(&workspace, "common.img")));
     client.stop();
 }
+
+#[test]
+fn modules_check_cleanly_and_report_errors_at_the_import() {
+    let workspace = Workspace::new();
+    workspace.write(
+        "common.img",
+        "fn base() {\n    debian_slim(\"3.11\").apt_instal([\"git\"])\n}\n",
+    );
+    let module = uri(&workspace, "common.img");
+    let document = uri(&workspace, "build.img");
+    let mut client = Client::start();
+
+    // A file of functions is a module, not a script missing its image.
+    client.open(&module, "fn base() {\n    debian_slim(\"3.11\")\n}\n");
+    let published = client.notification("textDocument/publishDiagnostics");
+    assert_eq!(published["diagnostics"], json!([]), "{published}");
+
+    client.open(
+        &document,
+        "// the app\nimport \"./common\" as common;\ncommon::base()\n",
+    );
+    let published = loop {
+        let published = client.notification("textDocument/publishDiagnostics");
+        if published["uri"] == json!(document) {
+            break published;
+        }
+    };
+    let diagnostic = &published["diagnostics"][0];
+    assert_eq!(diagnostic["range"]["start"]["line"], 1, "{diagnostic}");
+    let message = diagnostic["message"].as_str().unwrap();
+    assert!(message.contains("common.img 2:"), "{message}");
+    assert!(message.contains("apt_instal"), "{message}");
+
+    let result = client.request(
+        "textDocument/definition",
+        json!({ "textDocument": { "uri": document }, "position": { "line": 2, "character": 10 } }),
+    );
+    assert_eq!(result["uri"], json!(module));
+    assert_eq!(
+        result["range"]["start"],
+        json!({ "line": 0, "character": 3 })
+    );
+    client.stop();
+}
+
+#[test]
+fn completion_spans_lines_and_keeps_existing_text() {
+    let workspace = Workspace::new();
+    let document = uri(&workspace, "build.img");
+    let mut client = Client::start();
+    client.open(
+        &document,
+        "debian_slim(\"3.11\")\n    .pip_install([\"a\"], #{\n        find_\n    })\n    .apt_ins([\"git\"])\n",
+    );
+    let result = client.request(
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": document }, "position": { "line": 2, "character": 13 } }),
+    );
+    let labels: Vec<&str> = result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, vec!["find_links"]);
+
+    // On a name already followed by `(`, the edit replaces the whole name
+    // and adds no second `(`.
+    let result = client.request(
+        "textDocument/completion",
+        json!({ "textDocument": { "uri": document }, "position": { "line": 4, "character": 8 } }),
+    );
+    let item = result
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["label"] == "apt_install")
+        .unwrap();
+    assert_eq!(item["textEdit"]["newText"], "apt_install");
+    assert_eq!(
+        item["textEdit"]["range"],
+        json!({ "start": { "line": 4, "character": 5 }, "end": { "line": 4, "character": 12 } })
+    );
+    client.stop();
+}

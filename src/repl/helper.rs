@@ -316,14 +316,16 @@ fn option_map_owner(text: &str) -> Option<Option<String>> {
     Some(map_owner(before_map))
 }
 
-/// The name called at the innermost open `(` of `before_map`.
+/// The name called at the innermost open `(` of `before_map`, when the
+/// map is that call's options: not nested in another map, and not the
+/// first argument of a builder that takes a map there, such as `env`.
 fn map_owner(before_map: &str) -> Option<String> {
-    // Then the innermost open `(` before it, and the name called there.
     let bytes = before_map.as_bytes();
     let mut depth = 0usize;
     for index in (0..bytes.len()).rev() {
         match bytes[index] {
             b')' | b']' | b'}' => depth += 1,
+            b'{' if depth == 0 => return None,
             b'(' if depth == 0 => {
                 let name: String = before_map[..index]
                     .trim_end()
@@ -334,7 +336,14 @@ fn map_owner(before_map: &str) -> Option<String> {
                     .into_iter()
                     .rev()
                     .collect();
-                return (!name.is_empty()).then_some(name);
+                let first_argument = before_map[index + 1..].trim().is_empty();
+                let takes_map_first = crate::api_description::builder(&name)
+                    .and_then(|builder| builder.params.first())
+                    .is_some_and(|param| param.kind == "map");
+                if name.is_empty() || (first_argument && takes_map_first) {
+                    return None;
+                }
+                return Some(name);
             }
             b'(' | b'[' | b'{' => depth = depth.saturating_sub(1),
             _ => {}
@@ -455,6 +464,10 @@ mod tests {
         let found = names("base.uv_sync(#{ frozen: true, ex");
         assert_eq!(found, vec!["extras", "extra_options"]);
         assert!(names("let m = #{ a: 1, ").is_empty());
+        assert!(names("base.env(#{ ").is_empty());
+        assert!(names("base.run_function(\"./f.py\", \"f\", #{ kwargs: #{ ").is_empty());
+        let found = names("base.pip_install([\"a\"], #{\n    find_");
+        assert_eq!(found, vec!["find_links"]);
     }
 
     #[test]

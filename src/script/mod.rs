@@ -132,6 +132,32 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
 /// start from; the file itself is not read, so an editor can check text
 /// that is not saved yet.
 pub fn evaluate_text(path: &Path, text: String) -> Result<Target, Box<ScriptError>> {
+    run_on_evaluation_thread(path, text, evaluate)
+}
+
+/// Checks `text` as `imgscript check` does, except that a file that only
+/// defines functions passes as a module that others import, since it has
+/// no image to end with.
+pub fn check_text(path: &Path, text: String) -> Result<(), Box<ScriptError>> {
+    run_on_evaluation_thread(path, text, |script| {
+        let mut session = Session::new(Arc::clone(&script));
+        let value = session.eval(Arc::clone(&script))?;
+        let is_module = value.is_unit() && !session.functions().is_empty();
+        match is_module {
+            true => Ok(None),
+            false => target_from(&script, value).map(Some),
+        }
+    })
+    .map(|_| ())
+}
+
+/// Runs `work` on the script at `path` with `text`, on a thread with the
+/// stack that deep method chains need.
+fn run_on_evaluation_thread<T: Send + 'static>(
+    path: &Path,
+    text: String,
+    work: impl FnOnce(Arc<ScriptSource>) -> Result<T, Box<ScriptError>> + Send + 'static,
+) -> Result<T, Box<ScriptError>> {
     let script = Arc::new(ScriptSource {
         path: path.to_path_buf(),
         folder: script_folder(path),
@@ -142,7 +168,7 @@ pub fn evaluate_text(path: &Path, text: String) -> Result<Target, Box<ScriptErro
     std::thread::Builder::new()
         .name("script".into())
         .stack_size(EVALUATION_STACK_BYTES)
-        .spawn(move || evaluate(thread_script))
+        .spawn(move || work(thread_script))
         .expect("spawning the script thread")
         .join()
         .unwrap_or_else(|_| {

@@ -10,18 +10,11 @@ syntax keyword imgscriptKeyword for in while loop do until return throw try catc
 syntax keyword imgscriptKeyword break continue private global
 syntax keyword imgscriptBoolean true false
 
-syntax keyword imgscriptConstructor debian_slim micromamba from_registry
-syntax keyword imgscriptConstructor from_aws_ecr from_dockerfile from_id
-syntax keyword imgscriptConstructor secret secret_from_dotenv secret_from_env
-syntax keyword imgscriptConstructor secret_from_map
+" Builders only where they are called, so that a variable named `user` or
+" an option key named `secret` keeps its own colour.
+syntax match imgscriptConstructor /\<\(debian_slim\|micromamba\|from_registry\|from_aws_ecr\|from_dockerfile\|from_id\|secret\|secret_from_dotenv\|secret_from_env\|secret_from_map\)\>\ze\s*(/
 
-syntax keyword imgscriptMethod apt_install pip_install uv_pip_install
-syntax keyword imgscriptMethod pip_install_from_requirements
-syntax keyword imgscriptMethod pip_install_from_pyproject poetry_install_from_file
-syntax keyword imgscriptMethod uv_sync micromamba_install run_function
-syntax keyword imgscriptMethod run_commands dockerfile_commands env workdir user
-syntax keyword imgscriptMethod entrypoint cmd shell add_local_file add_local_dir
-syntax keyword imgscriptMethod add_local_python_source copy_from tag
+syntax match imgscriptMethod /\.\s*\zs\<\(apt_install\|pip_install\|uv_pip_install\|pip_install_from_requirements\|pip_install_from_pyproject\|poetry_install_from_file\|uv_sync\|micromamba_install\|run_function\|run_commands\|dockerfile_commands\|env\|workdir\|user\|entrypoint\|cmd\|shell\|add_local_file\|add_local_dir\|add_local_python_source\|copy_from\|tag\)\>\ze\s*(/
 
 " Option keys, where a map key is followed by a colon.
 syntax match imgscriptOption /\<\(add_python\|args\|build_args\|channels\|context_dir\|copy\|extra_index_url\|extra_options\|extras\|find_links\|force_build\|frozen\|gpu\|groups\|ignore\|ignore_lockfile\|index_url\|install_recommends\|kwargs\|lockfile\|only\|optional_dependencies\|poetry_version\|pre\|secret\|secrets\|spec_file\|timeout\|uv_project_dir\|with\|with_\|without\)\>\ze\s*:/
