@@ -59,6 +59,17 @@ enum Command {
     },
     /// Evaluate the script and report errors; build nothing.
     Check { file: PathBuf },
+    /// Print the layer DAG, each step marked cached, to build or to pull,
+    /// as Graphviz DOT or a Mermaid flowchart.
+    Graph {
+        /// The `.img` script.
+        file: PathBuf,
+        /// Draw only this entry of a script that ends with a map of images.
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, value_enum, default_value = "dot")]
+        format: crate::graph::GraphFormat,
+    },
     /// Build an image an entry at a time, and look inside it; with FILE,
     /// the script's variables are in scope.
     Repl {
@@ -186,7 +197,29 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
         Command::Repl { file } => crate::repl::run(file),
         Command::Api { json } => api(json),
         Command::Lsp => crate::lsp::serve(),
+        Command::Graph {
+            file,
+            target,
+            format,
+        } => graph(&file, target.as_deref(), format).await,
     }
+}
+
+async fn graph(
+    file: &Path,
+    target: Option<&str>,
+    format: crate::graph::GraphFormat,
+) -> Result<ExitCode, Error> {
+    let targets = select_targets(file, target)?;
+    let docker = Docker::connect().await?;
+    let cache_index = CacheIndex::for_daemon(&daemon_address());
+    let options = PlanOptions {
+        force_all: force_from_env()?,
+        pull_missing: None,
+    };
+    let plan = Plan::new(&docker, &cache_index, targets, options).await?;
+    print!("{}", crate::graph::render(&plan, format));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn api(json: bool) -> Result<ExitCode, Error> {

@@ -15,6 +15,7 @@ pub mod dockerfile;
 pub mod ecr;
 pub mod execute;
 pub mod gpu;
+pub mod graph;
 pub mod image;
 pub mod lsp;
 pub mod plan;

@@ -247,3 +247,85 @@ fn linked_script_uses_real_folder() {
     let result = run(imgscript().arg("check").arg(&link));
     assert_eq!(result.code, 0, "{}", result.stderr);
 }
+
+#[test]
+fn graph_draws_targets_and_cached_steps() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            r#"let base = debian_slim("3.11").env(#{{ NONCE: "{}" }});
+let builder = base.run_commands(["mkdir /out && echo x > /out/a"]);
+let app = base.env(#{{ A: "1" }}).copy_from(builder, "/out", "/app/");
+#{{ app: app, tool: builder }}"#,
+            nonce()
+        ),
+    );
+    build(&script, &["--target", "tool"]);
+
+    let dot = run(imgscript().arg("graph").arg(&script));
+    assert_eq!(dot.code, 0, "{}", dot.stderr);
+    let nodes: Vec<&str> = dot
+        .stdout
+        .lines()
+        .filter(|line| line.contains("fillcolor=\"#"))
+        .collect();
+    assert_eq!(nodes.len(), 5, "{}", dot.stdout);
+    let node = |text: &str| {
+        nodes
+            .iter()
+            .find(|line| line.contains(text))
+            .unwrap_or_else(|| panic!("no node for {text} in {}", dot.stdout))
+            .to_string()
+    };
+    assert!(
+        node("run_commands").contains("\\ncached\""),
+        "{}",
+        dot.stdout
+    );
+    assert!(
+        node("copy_from").contains("\\nto build\""),
+        "{}",
+        dot.stdout
+    );
+    assert!(node("env A").contains("build.img:3:16"), "{}", dot.stdout);
+    assert!(
+        dot.stdout.contains("[style=dashed, label=\"copy_from\"]"),
+        "{}",
+        dot.stdout
+    );
+    assert!(
+        dot.stdout.contains("[label=\"tool\", shape=ellipse"),
+        "{}",
+        dot.stdout
+    );
+
+    let mermaid = run(imgscript()
+        .args(["graph", "--format", "mermaid"])
+        .arg(&script));
+    assert_eq!(mermaid.code, 0, "{}", mermaid.stderr);
+    assert!(
+        mermaid.stdout.starts_with("flowchart TD\n"),
+        "{}",
+        mermaid.stdout
+    );
+    assert!(
+        mermaid.stdout.contains("-.->|copy_from|"),
+        "{}",
+        mermaid.stdout
+    );
+    assert!(
+        mermaid
+            .stdout
+            .contains("mkdir /out #amp;#amp; echo x #gt; /out/a"),
+        "{}",
+        mermaid.stdout
+    );
+    assert_eq!(
+        mermaid.stdout.matches(":::cached").count(),
+        3,
+        "{}",
+        mermaid.stdout
+    );
+}
