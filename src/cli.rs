@@ -14,7 +14,6 @@ use crate::diagnostics::Error;
 use crate::execute::{Delivered, Executor};
 use crate::image::Image;
 use crate::plan::{Plan, PlanOptions, Reason, Status};
-use crate::progress::PlainProgress;
 use crate::script::{self, Target};
 
 #[derive(Parser)]
@@ -49,6 +48,10 @@ enum Command {
         /// Rebuild every step, as IMGSCRIPT_FORCE_BUILD=1 does.
         #[arg(long)]
         force_build: bool,
+        /// How to report progress on stderr: plain lines, or one JSON object
+        /// per event for tools.
+        #[arg(long, value_enum, default_value = "auto")]
+        progress: crate::progress::ProgressMode,
         /// CA bundle mounted read-only into build containers, for builds
         /// behind a TLS-intercepting proxy.
         #[arg(long, env = "IMGSCRIPT_CA_BUNDLE", value_name = "PATH")]
@@ -174,19 +177,20 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             target,
             tag,
             force_build,
+            progress,
             ca_bundle,
             command,
         } => {
             let force_all = force_build || force_from_env()?;
-            run(
-                &file,
-                target.as_deref(),
-                tag.as_deref(),
+            let request = RunRequest {
+                target: target.as_deref(),
+                tag: tag.as_deref(),
                 force_all,
+                progress,
                 ca_bundle,
                 command,
-            )
-            .await
+            };
+            run(&file, request).await
         }
         Command::Plan {
             file,
@@ -274,14 +278,27 @@ fn select_targets(
     })
 }
 
-async fn run(
-    file: &Path,
-    target: Option<&str>,
-    tag: Option<&str>,
+/// What `imgscript run` was asked to do, besides the script.
+struct RunRequest<'a> {
+    target: Option<&'a str>,
+    tag: Option<&'a str>,
     force_all: bool,
+    progress: crate::progress::ProgressMode,
     ca_bundle: Option<PathBuf>,
     command: Vec<String>,
-) -> Result<ExitCode, Error> {
+}
+
+async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
+    let RunRequest {
+        target,
+        tag,
+        force_all,
+        progress,
+        ca_bundle,
+        command,
+    } = request;
+    let progress = progress.reporter();
+    let started = std::time::Instant::now();
     if let Some(tag) = tag {
         crate::reference::validate_tag(tag).map_err(|reason| Error::Usage {
             message: format!("invalid --tag {tag:?}: {reason}"),
@@ -328,12 +345,13 @@ async fn run(
     let work = async {
         let options = PlanOptions {
             force_all,
-            pull_missing: Some(&PlainProgress),
+            pull_missing: Some(progress.as_ref()),
         };
         let plan = Plan::new(&docker, &cache_index, targets, options).await?;
-        let delivered = Executor::new(&docker, &cache_index, &environment, &PlainProgress)
+        let delivered = Executor::new(&docker, &cache_index, &environment, progress.as_ref())
             .run(&plan, tag)
             .await?;
+        progress.summary(started.elapsed());
 
         // With a command, stdout belongs to the container.
         if command.is_empty() {

@@ -114,12 +114,13 @@ impl Repl {
             let cache_index = CacheIndex::for_daemon(&daemon_address());
             let environment = BuildEnvironment::from_host(None);
             let work = async {
+                let progress = PlainProgress::default();
                 let options = PlanOptions {
                     force_all: false,
-                    pull_missing: Some(&PlainProgress),
+                    pull_missing: Some(&progress),
                 };
                 let plan = Plan::new(&docker, &cache_index, images, options).await?;
-                Executor::new(&docker, &cache_index, &environment, &PlainProgress)
+                Executor::new(&docker, &cache_index, &environment, &progress)
                     .run(&plan, None)
                     .await
             };
