@@ -7,11 +7,12 @@ use std::time::Instant;
 use crate::backend::{
     relocate_archive, BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome,
 };
+use crate::build_lock;
 use crate::cache_index::CacheIndex;
 use crate::context::{ContextKind, LocalContext};
 use crate::diagnostics::{DockerfileFailed, Error, StepFailed, StepTimedOut};
 use crate::image::{ConfigChange, CopyStep, DockerfileStep, Layer, Step};
-use crate::plan::{Plan, Status};
+use crate::plan::{Plan, Reason, Status};
 use crate::progress::Progress;
 use crate::python_build::PythonBuild;
 use crate::secret::{write_secret_file, SecretFile};
@@ -84,6 +85,18 @@ impl<'a> Executor<'a> {
                         .key
                         .as_deref()
                         .expect("bases are pulled before building");
+
+                    // Another process may have built this step since the
+                    // plan was made, or be building it now. A forced step is
+                    // rebuilt all the same.
+                    let _lock = self.lock_key(key).await?;
+                    let reusable = !is_forced(plan, index);
+                    if let Some(id) = self.built_meanwhile(key, reusable).await? {
+                        self.progress.step_cached(&location, &description);
+                        images.push(Some(StepImage { id, config: None }));
+                        continue;
+                    }
+
                     let source_id = step
                         .source
                         .and_then(|source| images[source].as_ref().map(|image| image.id.clone()));
@@ -380,6 +393,54 @@ const ADDED_DOCKERFILE_NAME: &str = ".dockerfile.imgscript";
 /// is added under [`ADDED_DOCKERFILE_NAME`] and listed in the archive's
 /// `.dockerignore`, so the daemon drops it from the context after reading it
 /// and `COPY .` does not copy it, as the docker CLI does.
+impl Executor<'_> {
+    /// Takes the lock that keeps other imgscript processes from building
+    /// the step of `key` at the same time, saying so when it must wait.
+    async fn lock_key(&self, key: &str) -> Result<build_lock::KeyLock, Error> {
+        let acquired = build_lock::acquire(key)
+            .await
+            .map_err(|error| Error::Read {
+                path: PathBuf::from("the cache folder's locks"),
+                reason: format!("failed to lock a cache key: {error}"),
+            })?;
+        match acquired {
+            build_lock::Acquired::Free(lock) => Ok(lock),
+            build_lock::Acquired::AfterWaiting(lock) => {
+                self.progress
+                    .step_output("waited for another imgscript process that built this step");
+                Ok(lock)
+            }
+        }
+    }
+
+    /// Returns the image of `key` when another process recorded one after
+    /// this run's plan was made, checked against its labels.
+    async fn built_meanwhile(&self, key: &str, reusable: bool) -> Result<Option<String>, Error> {
+        if !reusable {
+            return Ok(None);
+        }
+        let Some(image_id) = self.cache_index.lookup(key) else {
+            return Ok(None);
+        };
+        let verified = self.docker.verify_cached(&image_id, key).await?;
+        Ok(verified.map(|_| image_id))
+    }
+}
+
+/// Whether step `index` rebuilds because it, or a step it depends on, is
+/// forced.
+fn is_forced(plan: &Plan, index: usize) -> bool {
+    let step = &plan.steps[index];
+    let forced_here = matches!(
+        step.status,
+        Status::Build(Reason::Forced | Reason::BaseForced)
+    );
+    forced_here
+        || step
+            .dependencies()
+            .any(|dependency| is_forced(plan, dependency))
+}
+
 /// Returns the local path of a Python build archive, downloading it on a
 /// blocking thread when the download cache lacks it.
 async fn fetch_python(build: &PythonBuild, progress: &dyn Progress) -> Result<PathBuf, Error> {
