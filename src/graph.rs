@@ -9,7 +9,7 @@ pub enum GraphFormat {
     Mermaid,
 }
 
-/// The state a node is drawn in.
+/// Returns the label and style class of a step's state.
 fn state(status: &Status) -> (&'static str, &'static str) {
     match status {
         Status::Cached { .. } => ("cached", "cached"),
