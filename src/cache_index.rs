@@ -13,6 +13,10 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use tracing::debug;
 
+/// The file that marks an index complete. Cache keys are hex digests, so
+/// no entry has this name.
+const COMPLETE_STAMP: &str = "complete";
+
 pub struct CacheIndex {
     /// `None` when no cache folder can be found, which turns the index off.
     folder: Option<PathBuf>,
@@ -26,6 +30,32 @@ impl CacheIndex {
         let daemon = hex::encode(&Sha256::digest(address.as_bytes())[..8]);
         let folder = cache_folder().map(|base| base.join("index").join(daemon));
         CacheIndex { folder }
+    }
+
+    /// Whether the index has held an entry for every cached image since a
+    /// full listing of the store. imgscript records each layer it builds,
+    /// so a key missing from a complete index is taken as not cached,
+    /// without a listing. Layers built with another cache folder are then
+    /// built again rather than found, which costs time, never a wrong
+    /// image.
+    pub fn is_complete(&self) -> bool {
+        self.folder
+            .as_ref()
+            .is_some_and(|folder| folder.join(COMPLETE_STAMP).is_file())
+    }
+
+    /// Records the first image of every listed key, and marks the index
+    /// complete.
+    pub fn record_listing(&self, listed: &std::collections::HashMap<String, Vec<String>>) {
+        let Some(folder) = &self.folder else { return };
+        for (key, image_ids) in listed {
+            if let Some(image_id) = image_ids.first() {
+                self.record(key, image_id);
+            }
+        }
+        if let Err(error) = fs::write(folder.join(COMPLETE_STAMP), "") {
+            debug!(folder = %folder.display(), %error, "failed to mark the cache index complete");
+        }
     }
 
     /// Returns the image id last recorded for `key`.

@@ -110,6 +110,14 @@ pub struct PlanOptions<'a> {
     pub pull_missing: Option<&'a dyn Progress>,
 }
 
+/// What settling a plan from the candidates at hand left open.
+struct Settled {
+    /// A cached image failed its check, so the index held a stale entry.
+    candidate_failed: bool,
+    /// Some step is planned as not cached.
+    uncached: bool,
+}
+
 impl Plan {
     /// Plans the given images against the images in Docker's store. Cached
     /// images are found through the local cache index first, and by listing
@@ -134,8 +142,10 @@ impl Plan {
         plan.merge_identical_steps();
 
         plan.add_indexed_candidates(cache_index);
-        let index_settled = plan.settle(docker, cache_index, options.force_all).await?;
-        if !index_settled {
+        let settled = plan.settle(docker, cache_index, options.force_all).await?;
+        let must_list =
+            settled.candidate_failed || (settled.uncached && !cache_index.is_complete());
+        if must_list {
             tracing::debug!("the cache index missed; listing cached images");
             plan.add_listed_candidates(docker, cache_index).await?;
             plan.settle(docker, cache_index, options.force_all).await?;
@@ -268,6 +278,7 @@ impl Plan {
         cache_index: &CacheIndex,
     ) -> Result<(), Error> {
         let mut cached = docker.cached_images().await?;
+        cache_index.record_listing(&cached);
         for step in self.steps.iter_mut().filter(|step| !is_base(step)) {
             let Some(key) = step.key.as_deref() else {
                 continue;
@@ -288,16 +299,16 @@ impl Plan {
     }
 
     /// Sets every status, checking the cached images that the build would
-    /// use. A check that fails drops that image and plans again. Returns
-    /// false when some step may still have a cached image the candidates
-    /// lack: one planned as not cached, or one whose candidate failed.
+    /// use. A check that fails drops that image and plans again. Reports
+    /// whether a step may still have a cached image that the candidates
+    /// lack: one whose candidate failed, or one planned as not cached.
     async fn settle(
         &mut self,
         docker: &Docker,
         cache_index: &CacheIndex,
         force_all: bool,
-    ) -> Result<bool, Error> {
-        let mut complete = true;
+    ) -> Result<Settled, Error> {
+        let mut candidate_failed = false;
         loop {
             self.assign_statuses(force_all);
 
@@ -306,7 +317,10 @@ impl Plan {
                     .steps
                     .iter()
                     .any(|step| step.status == Status::Build(Reason::NotCached));
-                return Ok(complete && !uncached);
+                return Ok(Settled {
+                    candidate_failed,
+                    uncached,
+                });
             };
             let step = &mut self.steps[index];
             let key = step.key.clone().unwrap_or_default();
@@ -321,7 +335,7 @@ impl Plan {
             } else {
                 tracing::debug!(image_id = %candidate, %key, "cached image does not match its key; skipping it");
                 step.candidates.remove(0);
-                complete = false;
+                candidate_failed = true;
             }
         }
     }

@@ -668,6 +668,38 @@ fn noop_run_skips_image_listing() {
 }
 
 #[test]
+fn complete_index_plans_new_steps_without_listing() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let index = tempfile::tempdir().unwrap();
+    let script = script_with(
+        &workspace,
+        &format!(r#"debian_slim("3.11").run_commands(["echo {}"])"#, nonce()),
+    );
+
+    // The first plan with a fresh index lists the store once, and records it.
+    let first = build_with_index(&script, index.path());
+    assert!(
+        first.stderr.contains("listing cached images"),
+        "{}",
+        first.stderr
+    );
+
+    // A new step is then known to be uncached without another listing.
+    let changed = script_with(
+        &workspace,
+        &format!(r#"debian_slim("3.11").run_commands(["echo {}"])"#, nonce()),
+    );
+    let second = build_with_index(&changed, index.path());
+    assert!(
+        !second.stderr.contains("listing cached images"),
+        "{}",
+        second.stderr
+    );
+    assert!(second.stderr.contains("(building"), "{}", second.stderr);
+}
+
+#[test]
 fn stale_index_entries_fall_back_to_listing() {
     let _docker = docker_test();
     let workspace = Workspace::new();
