@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Measures the wall time of a no-op imgscript run of a 10-step script, with
-# every step cached. It compares that with `docker build` of the same 10 steps
+# Measures the wall time of a no-op imgscript run of a 20-step script, with
+# every step cached. It compares that with `docker build` of the same 20 steps
 # as a Dockerfile with a warm cache, on BuildKit and on the legacy builder.
 #
 # Run it from any folder. The Docker Engine must already have
@@ -52,7 +52,8 @@ clean_up() {
 }
 trap clean_up EXIT
 
-# The same 10 steps in both forms: six RUN, two ENV, one WORKDIR, one CMD.
+# The same 20 steps in both forms: twelve RUN, five ENV, two WORKDIR and
+# one CMD.
 cat >"$scratch/noop.img" <<EOF
 debian_slim("3.11")
     .run_commands(["echo one > /s1"])
@@ -64,6 +65,16 @@ debian_slim("3.11")
     .env(#{ PYTHONUNBUFFERED: "1" })
     .run_commands(["echo three > /app/data/s3"])
     .run_commands(["touch /app/data/.keep"])
+    .run_commands(["echo four > /app/data/s4"])
+    .env(#{ STAGE: "two" })
+    .run_commands(["mkdir -p /app/logs"])
+    .workdir("/app/logs")
+    .run_commands(["echo five > /app/logs/s5"])
+    .run_commands(["echo six > /app/logs/s6"])
+    .env(#{ LOG_DIR: "/app/logs" })
+    .run_commands(["echo seven > /app/logs/s7"])
+    .env(#{ DONE: "1" })
+    .run_commands(["echo eight > /app/logs/s8"])
     .cmd(["python", "main.py"])
     .tag("$imgscript_tag")
 EOF
@@ -81,6 +92,16 @@ RUN echo 'print(1)' > /app/main.py
 ENV PYTHONUNBUFFERED=1
 RUN echo three > /app/data/s3
 RUN touch /app/data/.keep
+RUN echo four > /app/data/s4
+ENV STAGE=two
+RUN mkdir -p /app/logs
+WORKDIR /app/logs
+RUN echo five > /app/logs/s5
+RUN echo six > /app/logs/s6
+ENV LOG_DIR=/app/logs
+RUN echo seven > /app/logs/s7
+ENV DONE=1
+RUN echo eight > /app/logs/s8
 CMD ["python", "main.py"]
 EOF
 
@@ -154,7 +175,7 @@ done
 echo "noop.sh: timing $runs rounds of imgscript, BuildKit, legacy" >&2
 # Other work on the machine skews the figures, so the load is printed too.
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-# imgscript lists the labelled images on every run, so the store size counts.
+# A listing of the labelled images costs more on a bigger store.
 store_size=$("$docker_cli" image ls --all --quiet | wc -l)
 for ((round = 1; round <= runs; round++)); do
   for name in imgscript buildkit legacy; do
@@ -170,7 +191,7 @@ legacy_ms=$(median "$scratch/legacy.ms")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", a / b }'; }
 
 cat <<EOF
-commands:   imgscript: target/release/imgscript run noop.img (10 steps, all cached)
+commands:   imgscript: target/release/imgscript run noop.img (20 steps, all cached)
             BuildKit:  DOCKER_BUILDKIT=1 $docker_cli build -t $buildkit_tag context
             legacy:    DOCKER_BUILDKIT=0 $docker_cli build -t $legacy_tag context
 imgscript:  $revision (git describe when it was built)
@@ -183,6 +204,6 @@ times (ms): imgscript $(paste -sd' ' "$scratch/imgscript.ms")
             buildkit  $(paste -sd' ' "$scratch/buildkit.ms")
             legacy    $(paste -sd' ' "$scratch/legacy.ms")
 median ms:  imgscript $imgscript_ms, BuildKit $buildkit_ms, legacy $legacy_ms
-ratio:      imgscript / BuildKit = $(ratio "$imgscript_ms" "$buildkit_ms") (target: at most 0.5)
+ratio:      imgscript / BuildKit = $(ratio "$imgscript_ms" "$buildkit_ms") (target: at most 0.3)
             imgscript / legacy   = $(ratio "$imgscript_ms" "$legacy_ms")
 EOF
