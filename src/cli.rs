@@ -99,7 +99,16 @@ enum Command {
         /// Plan as if every step were forced.
         #[arg(long)]
         force_build: bool,
+        /// Print lines for people, or one JSON document for tools.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlanFormat {
+    Text,
+    Json,
 }
 
 pub fn main() -> ExitCode {
@@ -196,7 +205,11 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             file,
             target,
             force_build,
-        } => plan(&file, target.as_deref(), force_build || force_from_env()?).await,
+            format,
+        } => {
+            let force_all = force_build || force_from_env()?;
+            plan(&file, target.as_deref(), force_all, format).await
+        }
         Command::Check { file } => check(&file),
         Command::Repl { file } => crate::repl::run(file),
         Command::Api { json } => api(json),
@@ -222,7 +235,7 @@ async fn graph(
         pull_missing: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
-    print!("{}", crate::graph::render(&plan, format));
+    write_stdout(&crate::graph::render(&plan, format));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -501,7 +514,12 @@ fn stage_context(context: &crate::context::LocalContext) -> Result<tempfile::Tem
     Ok(folder)
 }
 
-async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<ExitCode, Error> {
+async fn plan(
+    file: &Path,
+    target: Option<&str>,
+    force_all: bool,
+    format: PlanFormat,
+) -> Result<ExitCode, Error> {
     let targets = select_targets(file, target)?;
     let docker = Docker::connect().await?;
     let cache_index = CacheIndex::for_daemon(&daemon_address());
@@ -510,20 +528,79 @@ async fn plan(file: &Path, target: Option<&str>, force_all: bool) -> Result<Exit
         pull_missing: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
-    print_plan(&plan);
+    match format {
+        PlanFormat::Text => print_plan(&plan),
+        PlanFormat::Json => write_stdout(&format!("{:#}\n", plan_json(&plan))),
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `text` to stdout, dropping it quietly when the reader has gone,
+/// as with `| head`.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// The plan as JSON: each step with its location, state and reason, the
+/// steps it depends on, and the targets.
+fn plan_json(plan: &Plan) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(index, step)| {
+            let (state, reason) = match &step.status {
+                Status::Cached { .. } => ("cached", None),
+                Status::Build(Reason::BaseMissing) => ("pull", Some(Reason::BaseMissing)),
+                Status::Build(reason) => ("build", Some(*reason)),
+            };
+            serde_json::json!({
+                "index": index,
+                "step": step.layer.describe(),
+                "location": step.layer.call.location(),
+                "cache_key": step.key,
+                "state": state,
+                "reason": reason.map(Reason::describe),
+                "parent": step.parent,
+                "copy_from": step.source,
+            })
+        })
+        .collect();
+    let targets: Vec<serde_json::Value> = plan
+        .targets
+        .iter()
+        .map(|target| {
+            serde_json::json!({
+                "name": target.name,
+                "step": target.step,
+                "tag": target.image.tag,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "steps": steps,
+        "targets": targets,
+        "to_build": plan.steps_to_build(),
+    })
 }
 
 /// Prints each step of `plan` with its location and status on stdout, the
 /// targets and attached files after them, and a summary on stderr.
 pub(crate) fn print_plan(plan: &Plan) {
+    use std::fmt::Write as _;
+
+    // Written at once, and quietly dropped when the reader has gone.
+    let mut out = String::new();
     for step in &plan.steps {
         let status = match &step.status {
             Status::Cached { .. } => "cached".to_string(),
             Status::Build(Reason::BaseMissing) => "to pull: not in the local store".to_string(),
             Status::Build(reason) => format!("to build: {}", reason.describe()),
         };
-        println!(
+        let _ = writeln!(
+            out,
             "{}  {}  [{status}]",
             step.layer.call.location(),
             step.layer.describe()
@@ -537,14 +614,16 @@ pub(crate) fn print_plan(plan: &Plan) {
             .as_deref()
             .map(|tag| format!(" tagged {tag}"))
             .unwrap_or_default();
-        println!(
+        let _ = writeln!(
+            out,
             "target {name}: {}{tag}",
             plan.steps[target.step].layer.call.location()
         );
     }
     for target in &plan.targets {
         for mount in target.image.mounts.iter() {
-            println!(
+            let _ = writeln!(
+                out,
                 "{}  attached when a container starts: {} -> {}",
                 mount.call.location(),
                 mount.context.display_source(),
@@ -567,5 +646,6 @@ pub(crate) fn print_plan(plan: &Plan) {
         1 => summary.push_str(", 1 base image to pull"),
         count => summary.push_str(&format!(", {count} base images to pull")),
     }
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     eprintln!("{summary}");
 }

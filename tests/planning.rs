@@ -329,3 +329,29 @@ let app = base.env(#{{ A: "1" }}).copy_from(builder, "/out", "/app/");
         mermaid.stdout
     );
 }
+
+#[test]
+fn plan_json_lists_steps_with_state_and_reason() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            r#"debian_slim("3.11").run_commands(["echo {}"]).tag("imgscript-test/plan-json:latest")"#,
+            nonce()
+        ),
+    );
+    let result = run(imgscript().args(["plan", "--format", "json"]).arg(&script));
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let plan: serde_json::Value = serde_json::from_str(&result.stdout).unwrap();
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0]["state"], "cached");
+    assert_eq!(steps[1]["state"], "build");
+    assert_eq!(steps[1]["reason"], "no cached layer for this step (new or changed)");
+    assert_eq!(steps[1]["parent"], 0);
+    assert_eq!(steps[1]["cache_key"].as_str().unwrap().len(), 64);
+    assert!(steps[1]["location"].as_str().unwrap().ends_with("build.img:1:21"));
+    assert_eq!(plan["targets"][0]["tag"], "imgscript-test/plan-json:latest");
+    assert_eq!(plan["to_build"], 1);
+}
