@@ -348,10 +348,16 @@ fn plan_json_lists_steps_with_state_and_reason() {
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[0]["state"], "cached");
     assert_eq!(steps[1]["state"], "build");
-    assert_eq!(steps[1]["reason"], "no cached layer for this step (new or changed)");
+    assert_eq!(
+        steps[1]["reason"],
+        "no cached layer for this step (new or changed)"
+    );
     assert_eq!(steps[1]["parent"], 0);
     assert_eq!(steps[1]["cache_key"].as_str().unwrap().len(), 64);
-    assert!(steps[1]["location"].as_str().unwrap().ends_with("build.img:1:21"));
+    assert!(steps[1]["location"]
+        .as_str()
+        .unwrap()
+        .ends_with("build.img:1:21"));
     assert_eq!(plan["targets"][0]["tag"], "imgscript-test/plan-json:latest");
     assert_eq!(plan["to_build"], 1);
 }
