@@ -17,18 +17,23 @@ use crate::image::{DockerfileCommandsStep, Image, Step};
 
 use crate::render;
 
-/// Reads `[project] dependencies` of a pyproject.toml, plus the named
-/// groups of `[project.optional-dependencies]`.
-fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>, CallError> {
+/// Reads and parses a pyproject.toml.
+fn read_pyproject(path: &Path) -> Result<toml::Table, CallError> {
     let text = std::fs::read_to_string(path).map_err(|error| {
         CallError::new(format!("failed to read {}: {error}", path.display()))
             .with_label("unreadable pyproject.toml")
             .with_help("relative paths are resolved against the script's folder, not the working directory")
     })?;
-    let document: toml::Table = text.parse().map_err(|error| {
+    text.parse().map_err(|error| {
         CallError::new(format!("invalid TOML in {}: {error}", path.display()))
             .with_label("invalid pyproject.toml")
-    })?;
+    })
+}
+
+/// Reads `[project] dependencies` of a pyproject.toml, plus the named
+/// groups of `[project.optional-dependencies]`.
+fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>, CallError> {
+    let document = read_pyproject(path)?;
     let invalid = |what: &str| {
         CallError::new(format!("{} has no valid {what}", path.display()))
             .with_label("invalid pyproject.toml")
@@ -78,7 +83,7 @@ fn pyproject_dependencies(path: &Path, groups: &[String]) -> Result<Vec<String>,
     Ok(packages)
 }
 
-/// Names the functions a Python file defines at its top level, and tells
+/// Lists the functions a Python file defines at its top level, and checks
 /// whether `function` occurs in it at all, so that a misspelt
 /// `run_function` name fails the check rather than the build. A name the
 /// file imports or assigns counts, since it may well be a function.
@@ -110,14 +115,7 @@ fn python_functions(path: &Path, function: &str) -> Result<(Vec<String>, bool), 
 /// Names the dependency groups a poetry project declares: `main`, each
 /// `[tool.poetry.group.NAME]` and each `[dependency-groups]` entry.
 fn poetry_groups(pyproject: &Path) -> Result<Vec<String>, CallError> {
-    let text = std::fs::read_to_string(pyproject).map_err(|error| {
-        CallError::new(format!("failed to read {}: {error}", pyproject.display()))
-            .with_label("unreadable pyproject.toml")
-    })?;
-    let document: toml::Table = text.parse().map_err(|error| {
-        CallError::new(format!("invalid TOML in {}: {error}", pyproject.display()))
-            .with_label("invalid pyproject.toml")
-    })?;
+    let document = read_pyproject(pyproject)?;
     let poetry = document
         .get("tool")
         .and_then(|tool| tool.get("poetry"))
