@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-/// What a builder is called on and what it returns.
+/// The kind of a builder: what it is called on, and what it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
@@ -44,13 +44,13 @@ pub struct Builder {
     pub kind: Kind,
     pub params: &'static [Param],
     pub options: &'static [OptionKey],
-    /// How a call is written, for messages about wrong arguments.
+    /// An example call, for messages about wrong arguments.
     pub usage: &'static str,
     pub description: &'static str,
 }
 
 impl Builder {
-    /// The signature as a script calls it, such as
+    /// Returns the signature as a script calls it, such as
     /// `image.apt_install(packages [, options])`.
     pub fn signature(&self) -> String {
         let mut params: Vec<String> = self
@@ -413,7 +413,7 @@ const BUILDERS: &[Builder] = &[
                 name: "uv_project_dir",
                 kind: "string",
                 default: Some("\".\""),
-                description: "The local folder that holds the project's pyproject.toml.",
+                description: "The local folder that contains the project's pyproject.toml.",
             },
             OptionKey {
                 name: "extras",
@@ -431,7 +431,7 @@ const BUILDERS: &[Builder] = &[
                 name: "frozen",
                 kind: "bool",
                 default: Some("true"),
-                description: "Install exactly what uv.lock says, without checking that it is current.",
+                description: "Install exactly the versions in uv.lock, without checking that it is current.",
             },
             OptionKey {
                 name: "extra_options",

@@ -32,7 +32,7 @@ impl CacheIndex {
         CacheIndex { folder }
     }
 
-    /// Whether the index has held an entry for every cached image since a
+    /// Checks whether the index has held an entry for every cached image since a
     /// full listing of the store. imgscript records each layer it builds,
     /// so a key missing from a complete index is taken as not cached,
     /// without a listing. Layers built with another cache folder are then

@@ -291,7 +291,7 @@ fn select_targets(
     })
 }
 
-/// What `imgscript run` was asked to do, besides the script.
+/// The options of an `imgscript run` request, besides the script.
 struct RunRequest<'a> {
     target: Option<&'a str>,
     tag: Option<&'a str>,
@@ -543,7 +543,7 @@ fn write_stdout(text: &str) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
-/// The plan as JSON: each step with its location, state and reason, the
+/// Renders the plan as JSON: each step with its location, state and reason, the
 /// steps it depends on, and the targets.
 fn plan_json(plan: &Plan) -> serde_json::Value {
     let steps: Vec<serde_json::Value> = plan

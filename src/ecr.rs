@@ -43,7 +43,7 @@ pub enum EcrError {
     InvalidToken { endpoint: String, reason: String },
 }
 
-/// The part of ECR's answer that carries the token.
+/// The part of ECR's response that carries the token.
 #[derive(Deserialize)]
 struct TokenReply {
     #[serde(rename = "authorizationData")]
@@ -103,7 +103,7 @@ pub fn registry_credentials(
     })
 }
 
-/// The secret's region, else the one in an ECR host name such as
+/// Returns the secret's region, else the one in an ECR host name such as
 /// `123456789012.dkr.ecr.eu-west-1.amazonaws.com`.
 fn region(secret: &Secret, registry: &str) -> Result<String, EcrError> {
     let named = ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -122,7 +122,7 @@ fn region(secret: &Secret, registry: &str) -> Result<String, EcrError> {
     }
 }
 
-/// The API endpoint: `AWS_ENDPOINT_URL_ECR` or `AWS_ENDPOINT_URL` from the
+/// Returns the API endpoint: `AWS_ENDPOINT_URL_ECR` or `AWS_ENDPOINT_URL` from the
 /// secret, else from imgscript's environment, as the AWS tools read them;
 /// else the region's public endpoint.
 fn endpoint(secret: &Secret, region: &str) -> String {

@@ -427,7 +427,7 @@ impl Executor<'_> {
     }
 }
 
-/// Whether step `index` rebuilds because it, or a step it depends on, is
+/// Checks whether step `index` rebuilds because it, or a step it depends on, is
 /// forced.
 fn is_forced(plan: &Plan, index: usize) -> bool {
     let step = &plan.steps[index];

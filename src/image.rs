@@ -97,7 +97,7 @@ pub enum BaseImage {
         /// A reference such as `python:3.11-slim-bookworm` or
         /// `127.0.0.1:5000/team/app@sha256:…`.
         reference: String,
-        /// Where the credentials for pulling it come from.
+        /// The source of the credentials for pulling it.
         auth: RegistryAuth,
     },
     /// An image id of the local store.

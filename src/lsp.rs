@@ -1,6 +1,6 @@
 //! `imgscript lsp`: a language server over stdin and stdout. It checks a
 //! document as `imgscript check` does whenever it opens or changes, and
-//! answers completion, hover and go-to-definition from the API description
+//! handles completion, hover and go-to-definition from the API description
 //! and the document's own text. It never talks to Docker.
 
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use lsp_types::{
 use crate::api_description::{self, Kind};
 use crate::diagnostics::Error;
 
-/// Serves one client until it asks to shut down or closes the connection.
+/// Serves one client until it requests shutdown or closes the connection.
 pub fn serve() -> Result<ExitCode, Error> {
     let (connection, threads) = Connection::stdio();
     let capabilities = ServerCapabilities {
@@ -93,7 +93,7 @@ impl Server<'_> {
                     notification.params,
                 ) {
                     let uri = params.text_document.uri;
-                    // Full sync: the last change holds the whole text.
+                    // Full sync: the last change contains the whole text.
                     if let Some(change) = params.content_changes.into_iter().last() {
                         self.documents.insert(uri.clone(), change.text);
                     }
@@ -369,7 +369,7 @@ fn file_uri(path: &Path) -> Option<Uri> {
     url::Url::from_file_path(path).ok()?.as_str().parse().ok()
 }
 
-/// The file that `import "…"` on `line` loads, when it is a script file
+/// Returns the file that `import "…"` on `line` loads, when it is a script file
 /// beside the document rather than a standard library module.
 fn imported_file(line: &str, document: &Path) -> Option<PathBuf> {
     let rest = line.trim_start().strip_prefix("import")?.trim_start();
@@ -462,7 +462,7 @@ fn without_repeat(replacement: &str, after: &str) -> String {
     replacement.to_string()
 }
 
-/// The byte offset in `text` of an LSP position.
+/// Returns the byte offset in `text` of an LSP position.
 fn offset_of(text: &str, position: Position) -> usize {
     let mut offset = 0;
     for (number, line) in text.split_inclusive('\n').enumerate() {
@@ -474,7 +474,7 @@ fn offset_of(text: &str, position: Position) -> usize {
     text.len()
 }
 
-/// The identifier under `position`, with its range.
+/// Returns the identifier under `position`, with its range.
 fn word_at(text: &str, position: Position) -> Option<(String, Range)> {
     let line = text.lines().nth(position.line as usize)?;
     let cursor = byte_index(line, position.character);
@@ -495,7 +495,7 @@ fn word_at(text: &str, position: Position) -> Option<(String, Range)> {
     Some((line[start..end].to_string(), range))
 }
 
-/// The byte index in `line` of an LSP character offset, which counts
+/// Returns the byte index in `line` of an LSP character offset, which counts
 /// UTF-16 code units.
 fn byte_index(line: &str, character: u32) -> usize {
     let mut units = 0u32;
@@ -512,7 +512,7 @@ fn utf16_length(text: &str) -> u32 {
     text.chars().map(|c| c.len_utf16() as u32).sum()
 }
 
-/// The LSP position of a byte offset in `text`.
+/// Returns the LSP position of a byte offset in `text`.
 fn position_at(text: &str, offset: usize) -> Position {
     let offset = offset.min(text.len());
     let before = &text[..offset];

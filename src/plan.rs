@@ -110,7 +110,7 @@ pub struct PlanOptions<'a> {
     pub pull_missing: Option<&'a dyn Progress>,
 }
 
-/// What settling a plan from the candidates at hand left open.
+/// The questions that settling a plan from the candidates at hand left open.
 struct Settled {
     /// A cached image failed its check, so the index held a stale entry.
     candidate_failed: bool,

@@ -1,10 +1,10 @@
 //! Python builds for the `add_python` option: the relocatable CPython
-//! archives of python-build-standalone (the builds uv and Modal install),
+//! archives of python-build-standalone (the builds `uv python install` uses),
 //! pinned to one release so that a version always means the same files.
 //!
 //! An archive is downloaded on the host when a step first needs it, checked
-//! against the release's `SHA256SUMS`, and kept in the user's cache folder;
-//! planning and cache hits never touch the network.
+//! against the release's `SHA256SUMS`, and kept in the user's cache folder.
+//! Planning and cache hits never touch the network.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ const VERSIONS: &[(&str, &str)] = &[
     ("3.13", "3.13.0"),
 ];
 
-/// Where releases are downloaded from, unless `IMGSCRIPT_PYTHON_MIRROR`
+/// The address releases are downloaded from, unless `IMGSCRIPT_PYTHON_MIRROR`
 /// names a mirror with the same layout (`<mirror>/<release>/<file>`).
 const DEFAULT_MIRROR: &str =
     "https://github.com/astral-sh/python-build-standalone/releases/download";
@@ -75,7 +75,7 @@ impl PythonBuild {
             })
     }
 
-    /// The minor versions there are builds of.
+    /// Lists the minor versions that have builds.
     pub fn versions() -> impl Iterator<Item = &'static str> {
         VERSIONS.iter().map(|(minor, _)| *minor)
     }
@@ -130,7 +130,7 @@ impl PythonBuild {
     }
 }
 
-/// The `python` folder of imgscript's cache folder.
+/// Returns the `python` folder of imgscript's cache folder.
 fn cache_folder() -> PathBuf {
     crate::cache_index::cache_folder()
         .unwrap_or_else(|| std::env::temp_dir().join("imgscript"))

@@ -37,7 +37,7 @@ pub enum AuthError {
     },
 }
 
-/// Where the credentials for pulling a base image come from.
+/// The source of the credentials for pulling a base image.
 #[derive(Debug, Clone)]
 pub enum RegistryAuth {
     /// The docker config file, as the docker CLI reads it; no credentials

@@ -230,8 +230,8 @@ pub fn micromamba_install(
 
 /// Renders the unpacking of the Python build mounted at
 /// [`crate::python_build::ARCHIVE_PATH`] into `/usr/local`. An image whose
-/// `python3` is already `version` is left as it is; one with another
-/// Python fails the step, since two would fight over `python3` on PATH.
+/// `python3` is already `version` is left as it is. One with another Python
+/// fails the step, because two would compete for `python3` on PATH.
 pub fn add_python(version: &str) -> String {
     let archive = crate::python_build::ARCHIVE_PATH;
     format!(
@@ -256,7 +256,7 @@ pub struct PoetryOptions {
     /// A pip version specifier for the temporary poetry, such as `2.1.3`
     /// or `>=2,<3`; the newest release when unset.
     pub poetry_version: Option<String>,
-    /// Where the temporary poetry comes from; only the index flags count.
+    /// The package index of the temporary poetry. Only the index flags count.
     pub index: PipOptions,
     /// Passed to `poetry install` as written, split by the shell.
     pub extra_options: Option<String>,

@@ -1,6 +1,6 @@
 //! The `add_python` option, with Python builds served from a mirror on
-//! 127.0.0.1 that the test fills: GitHub, where the real builds live, is
-//! out of reach, so the archive is Debian's Python 3.11 of the base image
+//! 127.0.0.1 that the test fills. GitHub, where the real builds live, is
+//! out of reach. So the archive is the base image's Debian Python 3.11,
 //! laid out as python-build-standalone lays out its archives.
 
 mod common;
@@ -116,7 +116,7 @@ fn run_with_mirror(script: &Path, mirror: &Mirror, cache: &Path, args: &[&str]) 
 }
 
 #[test]
-fn add_python_puts_python_into_an_image_without_one() {
+fn add_python_into_image_without_python() {
     let _docker = docker_test();
     let workspace = Workspace::new();
     let mirror = start_mirror(&workspace.path().join("mirror"));

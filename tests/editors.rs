@@ -29,7 +29,7 @@ fn api_names() -> Vec<String> {
     names
 }
 
-/// Whether `name` occurs in `text` as a whole word.
+/// Checks whether `name` occurs in `text` as a whole word.
 fn has_word(text: &str, name: &str) -> bool {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .any(|word| word == name)

@@ -125,7 +125,7 @@ fn uri(workspace: &Workspace, name: &str) -> String {
 }
 
 #[test]
-fn diagnostics_point_at_the_error_and_clear_when_fixed() {
+fn diagnostics_locate_and_clear_errors() {
     let workspace = Workspace::new();
     let document = uri(&workspace, "build.img");
     let mut client = Client::start();
@@ -234,7 +234,7 @@ fn definition_finds_variables_and_imported_modules() {
 }
 
 #[test]
-fn modules_check_cleanly_and_report_errors_at_the_import() {
+fn module_errors_show_at_import() {
     let workspace = Workspace::new();
     workspace.write(
         "common.img",

@@ -1,7 +1,7 @@
 //! micromamba() and micromamba_install. No registry this machine reaches
 //! ships a micromamba binary, so these tests cover the plan, the checks and
-//! the step's error on an image without micromamba; the commands are fixed
-//! by the golden tests in src/render.rs.
+//! the step's error on an image without micromamba. The golden tests in
+//! src/render.rs fix the commands.
 
 mod common;
 

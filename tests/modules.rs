@@ -250,7 +250,7 @@ fn apt_rejects_bad_date() {
     );
 }
 
-/// A base image whose only apt source is the local repository of Node.js
+/// Returns a base image whose only apt source is the local repository of Node.js
 /// packages that `tests/setup.sh` downloads (IMGSCRIPT_TEST_DEBS, default
 /// /var/cache/imgscript-debs), since the tests reach no package mirror.
 fn offline_node_base(workspace: &Workspace) -> &'static str {

@@ -130,7 +130,7 @@ fn requirements_missing_include_is_error() {
     );
 }
 
-/// The folder `tests/setup.sh` downloads tools' wheels into
+/// Returns the folder `tests/setup.sh` downloads tools' wheels into
 /// (IMGSCRIPT_TEST_WHEELS, default /var/cache/imgscript-wheels), since the
 /// tests reach no package index.
 fn wheel_cache() -> std::path::PathBuf {

@@ -142,6 +142,7 @@ fn piped_entries_run_without_prompts() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+
     child
         .stdin
         .take()
@@ -153,6 +154,7 @@ fn piped_entries_run_without_prompts() {
     let output = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+
     assert_eq!(output.status.code(), Some(1), "entries failed: {stderr}");
     assert!(!stdout.contains("img> "), "{stdout}");
     // The error inside the function points into the entry that defined it.
@@ -171,7 +173,7 @@ fn piped_entries_run_without_prompts() {
 }
 
 #[test]
-fn ctrl_c_stops_a_build_and_returns_to_the_prompt() {
+fn ctrl_c_stops_a_build() {
     let _docker = docker_test();
     let workspace = Workspace::new();
     let containers_before = all_containers();

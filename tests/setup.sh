@@ -94,7 +94,7 @@ fi
 
 # The node module's test installs Node.js and npm with apt from a local
 # repository of Debian's packages, downloaded here once in a container of
-# the base image so that it holds just what that image lacks.
+# the base image so that it contains just what that image lacks.
 debs=${IMGSCRIPT_TEST_DEBS:-/var/cache/imgscript-debs}
 if [ ! -f "$debs/node/Packages" ]; then
   rm -rf "$debs/node"

@@ -165,9 +165,9 @@ impl ImageConfig {
 
     /// Sets the entrypoint and, as Docker's `ENTRYPOINT` does, clears a
     /// `Cmd` that came from the parent image. The key is removed rather than
-    /// set to null: the engine drops null keys when it stores a config, and
-    /// a config rebuilt from the store must match one written here, or a
-    /// cached build would deliver a different image id.
+    /// set to null, because the engine drops null keys when it stores a
+    /// config. A config rebuilt from the store must match one written here,
+    /// or a cached build would deliver a different image id.
     pub fn set_entrypoint(&mut self, args: &[String]) {
         let config = self.config();
         config.insert("Entrypoint".into(), json!(args));

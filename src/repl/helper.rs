@@ -244,7 +244,7 @@ fn open_string(text: &str) -> Option<(usize, &str)> {
     open.map(|(index, _)| (index, &text[index + 1..]))
 }
 
-/// Whether a string opened right after `text` is the local path argument
+/// Checks whether a string opened right after `text` is the local path argument
 /// of `add_local_file` or `add_local_dir`.
 fn is_local_path_argument(text: &str) -> bool {
     let text = text.trim_end();
@@ -316,7 +316,7 @@ fn option_map_owner(text: &str) -> Option<Option<String>> {
     Some(map_owner(before_map))
 }
 
-/// The name called at the innermost open `(` of `before_map`, when the
+/// Returns the name called at the innermost open `(` of `before_map` when the
 /// map is that call's options: not nested in another map, and not the
 /// first argument of a builder that takes a map there, such as `env`.
 fn map_owner(before_map: &str) -> Option<String> {

@@ -38,7 +38,7 @@ pub fn run(file: Option<PathBuf>) -> Result<ExitCode, Error> {
         .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// Where entries come from: a line editor on a terminal, or plain lines
+/// The source of entries: a line editor on a terminal, or plain lines
 /// from a pipe, which get no prompts and no colours.
 enum Input {
     Editor(Box<Editor<ReplHelper, FileHistory>>),
@@ -117,7 +117,7 @@ pub(super) struct Entry {
 }
 
 impl Entry {
-    /// Whether a saved script can leave this entry out: it only defines
+    /// Checks whether a saved script can leave this entry out: it only defines
     /// functions, and entries after it define each of them again.
     pub fn is_superseded(&self, later: &[Entry]) -> bool {
         let only_functions = self.text.trim_start().starts_with("fn ");

@@ -129,7 +129,7 @@ pub fn evaluate_file(path: &Path) -> Result<Target, crate::diagnostics::Error> {
 }
 
 /// Evaluates `text` as the script at `path`, whose folder relative paths
-/// start from; the file itself is not read, so an editor can check text
+/// start from. The file itself is not read, so an editor can check text
 /// that is not saved yet.
 pub fn evaluate_text(path: &Path, text: String) -> Result<Target, Box<ScriptError>> {
     run_on_evaluation_thread(path, text, evaluate)
@@ -199,7 +199,7 @@ pub struct Session {
     functions: Vec<String>,
     /// Name and arity of each function the last evaluation defined.
     last_defined: Vec<(String, usize)>,
-    /// Where relative paths of builders and imports start.
+    /// The folder that relative paths of builders and imports start from.
     folder: PathBuf,
 }
 
@@ -228,7 +228,7 @@ impl Session {
         }
     }
 
-    /// The folder relative paths resolve against.
+    /// Returns the folder that relative paths resolve against.
     pub fn folder(&self) -> &Path {
         &self.folder
     }
@@ -329,7 +329,7 @@ impl Session {
     }
 }
 
-/// Whether `text` fails to parse only because it stops too early: at an
+/// Checks whether `text` fails to parse only because it stops too early: at an
 /// open bracket or string, or after a trailing `.`, so that more lines may
 /// complete it.
 pub fn is_incomplete(text: &str) -> bool {
@@ -344,8 +344,8 @@ pub fn is_incomplete(text: &str) -> bool {
     match error.err_type() {
         rhai::ParseErrorType::UnexpectedEOF
         | rhai::ParseErrorType::BadInput(rhai::LexError::UnterminatedString) => true,
-        // Inside an open block, Rhai asks for the `;` of the statement
-        // before it asks for the `}`.
+        // Inside an open block, Rhai reports the missing `;` of the
+        // statement before the missing `}`.
         rhai::ParseErrorType::MissingToken(_, _) => {
             unclosed_brackets(text) > 0 && only_space_after(text, error.position())
         }
@@ -380,7 +380,7 @@ fn unclosed_brackets(text: &str) -> i64 {
     depth
 }
 
-/// Whether nothing but white space follows `position` in `text`, so that
+/// Checks whether nothing but white space follows `position` in `text`, so that
 /// an error there means the text stopped early rather than went wrong.
 fn only_space_after(text: &str, position: Position) -> bool {
     let (Some(line), Some(column)) = (position.line(), position.position()) else {
@@ -396,7 +396,7 @@ fn only_space_after(text: &str, position: Position) -> bool {
     rest_of_line.trim().is_empty() && lines.all(|later| later.trim().is_empty())
 }
 
-/// The `import "path" as alias;` statements of a script, as pairs.
+/// Lists the `import "path" as alias;` statements of a script, as pairs.
 fn imports(text: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
     for statement in text.split(';') {
