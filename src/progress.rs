@@ -5,15 +5,39 @@ use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-/// Receives what happens during a build, in order.
+/// The step a report is about. Steps that build at the same time tell
+/// their reports apart by `index`, since one script line can make several
+/// steps (in a loop, say).
+#[derive(Debug, Clone)]
+pub struct StepInfo {
+    /// The step's position in the plan.
+    pub index: usize,
+    /// The script position of the call that made the step.
+    pub location: String,
+    pub description: String,
+}
+
+impl StepInfo {
+    pub fn of(plan: &crate::plan::Plan, index: usize) -> Self {
+        let layer = &plan.steps[index].layer;
+        StepInfo {
+            index,
+            location: layer.call.location(),
+            description: layer.describe(),
+        }
+    }
+}
+
+/// Receives what happens during a build. Reports of steps that build at
+/// the same time interleave.
 pub trait Progress: Send + Sync {
     /// Reports a step whose cached image is reused.
-    fn step_cached(&self, location: &str, description: &str);
+    fn step_cached(&self, step: &StepInfo);
     /// Reports a step that starts building, with the reason it is not cached.
-    fn step_started(&self, location: &str, description: &str, reason: &str);
+    fn step_started(&self, step: &StepInfo, reason: &str);
     /// Reports one line of a running step's output.
-    fn step_output(&self, line: &str);
-    fn step_finished(&self, location: &str, elapsed: Duration);
+    fn step_output(&self, step: &StepInfo, line: &str);
+    fn step_finished(&self, step: &StepInfo, elapsed: Duration);
     fn pulling(&self, reference: &str);
     /// Reports the end of a build that took `elapsed` in all.
     fn summary(&self, _elapsed: Duration) {}
@@ -60,25 +84,30 @@ impl PlainProgress {
 }
 
 impl Progress for PlainProgress {
-    fn step_cached(&self, location: &str, description: &str) {
+    fn step_cached(&self, step: &StepInfo) {
         self.counts.cached.fetch_add(1, Ordering::Relaxed);
-        self.line(format_args!("[{location}] {description} (cached)"));
-    }
-
-    fn step_started(&self, location: &str, description: &str, reason: &str) {
-        self.counts.built.fetch_add(1, Ordering::Relaxed);
         self.line(format_args!(
-            "[{location}] {description} (building: {reason})"
+            "[{}] {} (cached)",
+            step.location, step.description
         ));
     }
 
-    fn step_output(&self, line: &str) {
-        self.line(format_args!("    {line}"));
+    fn step_started(&self, step: &StepInfo, reason: &str) {
+        self.counts.built.fetch_add(1, Ordering::Relaxed);
+        self.line(format_args!(
+            "[{}] {} (building: {reason})",
+            step.location, step.description
+        ));
     }
 
-    fn step_finished(&self, location: &str, elapsed: Duration) {
+    fn step_output(&self, step: &StepInfo, line: &str) {
+        self.line(format_args!("[{}]   {line}", step.location));
+    }
+
+    fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
         self.line(format_args!(
-            "[{location}] done in {:.1}s",
+            "[{}] done in {:.1}s",
+            step.location,
             elapsed.as_secs_f64()
         ));
     }
@@ -112,27 +141,32 @@ impl JsonProgress {
 }
 
 impl Progress for JsonProgress {
-    fn step_cached(&self, location: &str, description: &str) {
+    fn step_cached(&self, step: &StepInfo) {
         self.counts.cached.fetch_add(1, Ordering::Relaxed);
         self.event(serde_json::json!({
-            "event": "step_cached", "location": location, "step": description,
+            "event": "step_cached", "index": step.index, "location": step.location,
+            "step": step.description,
         }));
     }
 
-    fn step_started(&self, location: &str, description: &str, reason: &str) {
+    fn step_started(&self, step: &StepInfo, reason: &str) {
         self.counts.built.fetch_add(1, Ordering::Relaxed);
         self.event(serde_json::json!({
-            "event": "step_started", "location": location, "step": description, "reason": reason,
+            "event": "step_started", "index": step.index, "location": step.location,
+            "step": step.description, "reason": reason,
         }));
     }
 
-    fn step_output(&self, line: &str) {
-        self.event(serde_json::json!({ "event": "step_output", "line": line }));
+    fn step_output(&self, step: &StepInfo, line: &str) {
+        self.event(serde_json::json!({
+            "event": "step_output", "index": step.index, "line": line,
+        }));
     }
 
-    fn step_finished(&self, location: &str, elapsed: Duration) {
+    fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
         self.event(serde_json::json!({
-            "event": "step_finished", "location": location, "seconds": elapsed.as_secs_f64(),
+            "event": "step_finished", "index": step.index, "location": step.location,
+            "seconds": elapsed.as_secs_f64(),
         }));
     }
 
