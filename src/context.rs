@@ -192,6 +192,29 @@ impl LocalContext {
         Ok(encoder.finish())
     }
 
+    /// Returns each entry's relative path with what the cache key reads of
+    /// it: a file's content digest, or a folder or symlink with its mode.
+    /// Unreadable files give the error text, as [`LocalContext::digest`]
+    /// does.
+    pub fn entry_digests(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|entry| {
+                let digest = match &entry.kind {
+                    EntryKind::File => {
+                        sha256_file(&entry.absolute).unwrap_or_else(|error| error.to_string())
+                    }
+                    EntryKind::Dir => "folder".to_string(),
+                    EntryKind::Symlink { target } => format!("symlink to {}", target.display()),
+                };
+                (
+                    entry.relative.clone(),
+                    format!("{digest} mode {:o}", entry.mode),
+                )
+            })
+            .collect()
+    }
+
     /// Appends every entry to `archive`, placed at `destination` (an
     /// absolute path in the image), owned by root and with a fixed
     /// modification time so the same files always give the same layer.

@@ -15,6 +15,7 @@ pub mod diagnostics;
 pub mod dockerfile;
 pub mod ecr;
 pub mod execute;
+pub mod explain;
 pub mod gpu;
 pub mod graph;
 pub mod image;
