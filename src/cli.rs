@@ -246,7 +246,7 @@ async fn graph(
     let cache_index = CacheIndex::for_daemon(&daemon_address());
     let options = PlanOptions {
         force_all: force_from_env()?,
-        pull_missing: None,
+        progress: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
     write_stdout(&crate::graph::render(&plan, format));
@@ -376,7 +376,7 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
     let work = async {
         let options = PlanOptions {
             force_all,
-            pull_missing: Some(progress.as_ref()),
+            progress: Some(progress.as_ref()),
         };
         let plan = Plan::new(&docker, &cache_index, targets, options).await?;
         if explain {
@@ -548,7 +548,7 @@ async fn plan(
     let cache_index = CacheIndex::for_daemon(&daemon_address());
     let options = PlanOptions {
         force_all,
-        pull_missing: None,
+        progress: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
     match format {

@@ -170,6 +170,12 @@ impl LocalContext {
         }
     }
 
+    /// Checks whether [`LocalContext::digest`] has run, so that it returns
+    /// at once.
+    pub fn is_hashed(&self) -> bool {
+        self.digest.get().is_some()
+    }
+
     fn compute_digest(&self) -> Result<String, ContextError> {
         let mut encoder = KeyEncoder::new("local-context");
         for entry in &self.entries {

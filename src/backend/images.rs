@@ -41,24 +41,38 @@ impl Docker {
     }
 
     /// Pulls `reference`, reporting which registry failed and why.
+    /// `on_bytes` receives the bytes downloaded so far and the total of the
+    /// layers the engine has announced, as they change.
     pub async fn pull(
         &self,
         reference: &str,
         credentials: Option<DockerCredentials>,
+        on_bytes: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(), Error> {
         debug!(%reference, "pulling base image");
         let options = CreateImageOptionsBuilder::default()
             .from_image(reference)
             .build();
         let mut progress = self.client.create_image(Some(options), None, credentials);
+        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         while let Some(item) = progress.next().await {
-            if let Err(error) = item {
-                return Err(Error::BaseImageUnavailable {
-                    reference: reference.to_string(),
-                    registry: registry_of(reference),
-                    reason: docker_message(&error),
-                });
+            let info = item.map_err(|error| Error::BaseImageUnavailable {
+                reference: reference.to_string(),
+                registry: registry_of(reference),
+                reason: docker_message(&error),
+            })?;
+            let (Some(layer), Some(detail)) = (info.id, info.progress_detail) else {
+                continue;
+            };
+            if info.status.as_deref() != Some("Downloading") {
+                continue;
             }
+            let as_bytes = |value: Option<i64>| value.map_or(0, |value| value.max(0) as u64);
+            layers.insert(layer, (as_bytes(detail.current), as_bytes(detail.total)));
+            let (done, total) = layers.values().fold((0, 0), |(done, total), layer| {
+                (done + layer.0, total + layer.1)
+            });
+            on_bytes(done, total);
         }
         Ok(())
     }
