@@ -134,7 +134,7 @@ fn json_progress_snapshot() {
 
 #[test]
 fn terminal_gets_a_live_view_that_ends_with_a_summary() {
-    use expectrl::{Expect, Session};
+    use expectrl::Session;
 
     let _docker = docker_test();
     let workspace = Workspace::new();
