@@ -98,6 +98,12 @@ enum Command {
     },
     /// Serve the Language Server Protocol on stdin and stdout, for editors.
     Lsp,
+    /// List or remove the cached layers imgscript keeps in Docker's image
+    /// store.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Show each layer with its script location, whether it is cached, and
     /// why it would be built.
     Plan {
@@ -112,6 +118,32 @@ enum Command {
         /// Print lines for people, or one JSON document for tools.
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the cached layers with their size, creation and last use, most
+    /// recently used first.
+    Ls {
+        /// Print a table for people, or one JSON document for tools.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Remove cached layers that no tag names. Layers already in a
+    /// delivered image stay in that image.
+    Prune {
+        /// Remove only layers unused for longer than this, such as 30m,
+        /// 12h or 7days.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<humantime::Duration>,
+        /// Keep the most recently used layers up to this size, such as
+        /// 500MB or 10GiB, and remove the rest.
+        #[arg(long, value_name = "SIZE")]
+        keep_storage: Option<bytesize::ByteSize>,
+        /// List what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -233,6 +265,23 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             target,
             format,
         } => graph(&file, target.as_deref(), format).await,
+        Command::Cache {
+            command: CacheCommand::Ls { format },
+        } => crate::cache::ls_command(format == PlanFormat::Json).await,
+        Command::Cache {
+            command:
+                CacheCommand::Prune {
+                    older_than,
+                    keep_storage,
+                    dry_run,
+                },
+        } => {
+            let rules = crate::cache::PruneRules {
+                older_than: older_than.map(Into::into),
+                keep_storage: keep_storage.map(|size| size.as_u64()),
+            };
+            crate::cache::prune_command(rules, dry_run).await
+        }
     }
 }
 
@@ -379,6 +428,7 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
             progress: Some(progress.as_ref()),
         };
         let plan = Plan::new(&docker, &cache_index, targets, options).await?;
+        cache_index.touch(plan.cached_keys());
         if explain {
             eprint!("{}", render_plan(&plan));
             eprintln!("{}", plan_summary(&plan));
@@ -560,7 +610,7 @@ async fn plan(
 
 /// Writes `text` to stdout, dropping it quietly when the reader has gone,
 /// as with `| head`.
-fn write_stdout(text: &str) {
+pub(crate) fn write_stdout(text: &str) {
     use std::io::Write;
 
     let _ = std::io::stdout().lock().write_all(text.as_bytes());

@@ -7,6 +7,7 @@
 pub mod api_description;
 pub mod backend;
 pub mod build_lock;
+pub mod cache;
 pub mod cache_index;
 pub mod cache_key;
 pub mod cli;

@@ -392,6 +392,14 @@ impl Plan {
         })
     }
 
+    /// The keys of the cached steps, bases excepted.
+    pub fn cached_keys(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .iter()
+            .filter(|step| matches!(step.status, Status::Cached { .. }) && !is_base(step))
+            .filter_map(|step| step.key.as_deref())
+    }
+
     /// Number of steps that will be built.
     pub fn steps_to_build(&self) -> usize {
         self.steps

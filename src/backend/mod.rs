@@ -27,7 +27,7 @@ pub use containers::{
     relocate_archive, BuildEnvironment, CommandFailure, StepContainer, StepOutcome,
 };
 pub use image_config::ImageConfig;
-pub use images::BuildFailure;
+pub use images::{BuildFailure, CachedImage};
 
 /// Lines of step output kept for the message of a failed step.
 const OUTPUT_TAIL_LINES: usize = 20;
