@@ -35,7 +35,7 @@ pub async fn list(docker: &Docker, index: &CacheIndex) -> Result<Vec<CachedLayer
             CachedLayer { image, last_used }
         })
         .collect();
-    layers.sort_by(|a, b| b.last_used.cmp(&a.last_used));
+    layers.sort_by_key(|layer| std::cmp::Reverse(layer.last_used));
     Ok(layers)
 }
 
@@ -54,11 +54,7 @@ pub struct PruneRules {
 /// Picks the layers to remove from `layers`, most recently used first.
 /// Tagged layers are never picked: someone named them. Without rules,
 /// every untagged layer is picked.
-pub fn select<'a>(
-    layers: &'a [CachedLayer],
-    rules: PruneRules,
-    now: SystemTime,
-) -> Vec<&'a CachedLayer> {
+pub fn select(layers: &[CachedLayer], rules: PruneRules, now: SystemTime) -> Vec<&CachedLayer> {
     let untagged = layers.iter().filter(|layer| layer.image.tags.is_empty());
     let mut kept_bytes = 0u64;
     let mut selected = Vec::new();
@@ -242,8 +238,8 @@ mod tests {
 
     const HOUR: Duration = Duration::from_secs(3600);
 
-    fn layer(name: &str, size: u64, hours_ago: u64, tagged: bool) -> CachedLayer {
-        let now = SystemTime::UNIX_EPOCH + 1000 * HOUR;
+    fn layer(name: &str, size: u64, hours_ago: u32, tagged: bool) -> CachedLayer {
+        let now = SystemTime::UNIX_EPOCH + HOUR * 1000;
         CachedLayer {
             image: CachedImage {
                 key: name.to_string(),
@@ -256,12 +252,12 @@ mod tests {
                     Vec::new()
                 },
             },
-            last_used: now - hours_ago * HOUR,
+            last_used: now - HOUR * hours_ago,
         }
     }
 
     fn selected(layers: &[CachedLayer], rules: PruneRules) -> Vec<&str> {
-        let now = SystemTime::UNIX_EPOCH + 1000 * HOUR;
+        let now = SystemTime::UNIX_EPOCH + HOUR * 1000;
         select(layers, rules, now)
             .into_iter()
             .map(|layer| layer.image.key.as_str())
