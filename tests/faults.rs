@@ -28,7 +28,10 @@ fn remove_cached_layers(script: &std::path::Path, cache: &std::path::Path) {
     assert_eq!(plan.code, 0, "{}", plan.stderr);
     let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     for step in &plan["steps"].as_array().unwrap()[1..] {
-        let label = format!("label=dev.imgscript.key={}", step["cache_key"].as_str().unwrap());
+        let label = format!(
+            "label=dev.imgscript.key={}",
+            step["cache_key"].as_str().unwrap()
+        );
         for image in docker(&["images", "-q", "--no-trunc", "--filter", &label]).lines() {
             docker(&["rmi", "--no-prune", image]);
         }
@@ -82,7 +85,8 @@ fn sigkill_at_random_points_leaves_no_broken_layer() {
             .arg(&script)
             .env("IMGSCRIPT_CACHE_DIR", &cache));
         assert_eq!(
-            finished.code, 0,
+            finished.code,
+            0,
             "round {round}, killed after {:?}:\n{}",
             started.elapsed(),
             finished.stderr

@@ -188,7 +188,9 @@ fn registry_secret_pulls_and_wrong_one_fails() {
         .env("RUST_LOG", "trace"));
     assert_eq!(pulled.code, 0, "{}", pulled.stderr);
     assert!(
-        pulled.stderr.contains(&format!("\"reference\":\"{reference}\"")),
+        pulled
+            .stderr
+            .contains(&format!("\"reference\":\"{reference}\"")),
         "{}",
         pulled.stderr
     );
