@@ -110,3 +110,156 @@ fn sigkill_at_random_points_leaves_no_broken_layer() {
         }
     }
 }
+
+/// Stops dockerd and starts it again as tests/setup.sh does, waiting until
+/// it answers.
+fn restart_dockerd() {
+    let stopped = std::process::Command::new("pkill")
+        .args(["-TERM", "-x", "dockerd"])
+        .status()
+        .unwrap();
+    assert!(stopped.success(), "no dockerd to stop");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::process::Command::new("pgrep")
+        .args(["-x", "dockerd"])
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "dockerd did not stop");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open("/var/log/imgscript-dockerd.log")
+        .unwrap();
+    std::process::Command::new("dockerd")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    while !std::process::Command::new("docker")
+        .arg("info")
+        .output()
+        .unwrap()
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "dockerd did not start again");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "restarts the Docker daemon; run by tests/long.sh"]
+fn daemon_restart_mid_build_fails_clearly_then_recovers() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            "debian_slim(\"3.11\").run_commands([\"echo {}\", \"sleep 30\"])\n",
+            nonce()
+        ),
+    );
+    let containers_before = all_containers();
+    let child = imgscript()
+        .arg("run")
+        .arg(&script)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_containers().len() == containers_before.len() {
+        assert!(Instant::now() < deadline, "no build container appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    restart_dockerd();
+    let failed = Run::from(child.wait_with_output().unwrap());
+
+    assert_eq!(failed.code, 1, "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("Docker"),
+        "the error should name the Docker daemon: {}",
+        failed.stderr
+    );
+    assert!(
+        !failed.stderr.contains("panicked"),
+        "{}",
+        failed.stderr
+    );
+    let again = run(imgscript().arg("run").arg(&script));
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    for container in all_containers() {
+        if !containers_before.contains(&container) {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", &container])
+                .output();
+        }
+    }
+}
+
+#[test]
+#[ignore = "runs 8 builds at once; run by tests/long.sh"]
+fn eight_concurrent_runs_build_each_shared_layer_once() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    // Every script shares the first two steps; pairs share the third.
+    let scripts: Vec<std::path::PathBuf> = (0..8)
+        .map(|number| {
+            workspace.write(
+                &format!("build-{number}.img"),
+                &format!(
+                    "debian_slim(\"3.11\")\n    .run_commands([\"echo shared {nonce} > /shared && sleep 2\"])\n    .env(#{{ SHARED: \"1\" }})\n    .run_commands([\"echo pair-{} >> /shared\"])\n    .run_commands([\"echo own-{number} >> /shared\"])\n",
+                    number / 2
+                ),
+            )
+        })
+        .collect();
+
+    let children: Vec<_> = scripts
+        .iter()
+        .map(|script| {
+            imgscript()
+                .args(["run", "--progress", "json"])
+                .arg(script)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<Run> = children
+        .into_iter()
+        .map(|child| Run::from(child.wait_with_output().unwrap()))
+        .collect();
+
+    let mut started: std::collections::HashMap<String, usize> = Default::default();
+    for (number, result) in results.iter().enumerate() {
+        assert_eq!(result.code, 0, "run {number}: {}", result.stderr);
+        let content = docker(&["run", "--rm", &image_id(result), "cat", "/shared"]);
+        assert_eq!(
+            content,
+            format!("shared {nonce}\npair-{}\nown-{number}", number / 2)
+        );
+        for line in result.stderr.lines() {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            if event["event"] == "step_started" {
+                *started
+                    .entry(event["step"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(started.len(), 1 + 1 + 4 + 8, "{started:#?}");
+    for (step, count) in &started {
+        assert_eq!(*count, 1, "{step} was built {count} times");
+    }
+}
