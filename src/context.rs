@@ -375,10 +375,39 @@ fn append_entry<W: io::Write>(
             let size = file.metadata().map_err(io_error)?.len();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(size);
+            let content = ExactSize {
+                file: file.take(size),
+                remaining: size,
+            };
             archive
-                .append_data(&mut header, name, file.take(size))
+                .append_data(&mut header, name, content)
                 .map_err(io_error)
         }
+    }
+}
+
+/// A file's content that fails when the file ends before `remaining`
+/// bytes, because the tar header already gave that size. Without the check,
+/// a file that shrinks while it is packed gives a corrupt archive.
+struct ExactSize<R> {
+    file: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactSize<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read(buffer)?;
+        if read == 0 && self.remaining > 0 && !buffer.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file became {} bytes shorter while it was packed",
+                    self.remaining
+                ),
+            ));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
     }
 }
 
@@ -786,6 +815,21 @@ mod tests {
         assert_eq!(after_damage.1, 3, "files read after the cache was damaged");
         assert_eq!(after_damage.0, first.0);
         assert_eq!(digest().1, 0, "the cache was not rewritten");
+    }
+
+    #[test]
+    fn shrunken_file_fails_packing() {
+        let mut content = ExactSize {
+            file: &b"abc"[..],
+            remaining: 5,
+        };
+        let mut read = Vec::new();
+
+        let error = content.read_to_end(&mut read).unwrap_err();
+
+        assert_eq!(read, b"abc");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(error.to_string().contains("2 bytes shorter"), "{error}");
     }
 
     fn archive_names(bytes: &[u8]) -> Vec<String> {
