@@ -8,6 +8,8 @@
 //! taken as unchanged. The cache only saves work: a missing, unreadable or
 //! corrupt cache file (a trailing SHA-256 over its bytes detects damage)
 //! costs a rehash, never a wrong digest, and no time enters a digest.
+//! Contexts with the same root but other ignore rules share the cache file,
+//! and each save keeps only the files of its own context.
 //!
 //! Racy entries: file systems stamp times from a coarse clock (a kernel tick
 //! on Linux, whole seconds on some file systems), so a file written again in
