@@ -29,7 +29,7 @@
 #
 # imgscript uses a cache folder of its own in the temporary folder, so its
 # stat cache and cache index start empty. On exit the script removes the
-# images it tagged and the imgscript cache images of every round. BuildKit's
+# images that every round built, with imgscript's cache images. BuildKit's
 # build cache keeps its layers, as after any build.
 set -euo pipefail
 
@@ -57,10 +57,13 @@ fi
 
 scratch=$(mktemp -d -t imgscript-bench.XXXXXX)
 export IMGSCRIPT_CACHE_DIR=$scratch/cache
-# Cache keys of the imgscript steps that the rounds built, removed on exit.
-touch "$scratch/keys"
+# Cache keys of the imgscript steps that the rounds built, and the images
+# that each round delivered (untagged once the next round takes the tag),
+# removed on exit.
+touch "$scratch/keys" "$scratch/images"
 clean_up() {
   "$docker_cli" image rm "$imgscript_tag" "$buildkit_tag" >/dev/null 2>&1 || true
+  sort -u "$scratch/images" | xargs -r "$docker_cli" image rm >/dev/null 2>&1 || true
   sort -u "$scratch/keys" | while read -r key; do
     "$docker_cli" image ls --quiet --no-trunc --filter "label=dev.imgscript.key=$key" |
       xargs -r "$docker_cli" image rm >/dev/null 2>&1 || true
@@ -151,6 +154,7 @@ time_run() {
     exit 1
   fi
   last_image[$name]=$image_id
+  echo "$image_id" >>"$scratch/images"
   echo $(((finished - started) / 1000)) | awk '{ printf "%.1f\n", $1 / 1000 }' >>"$scratch/$name.ms"
 }
 
@@ -170,6 +174,7 @@ for name in imgscript buildkit; do
     cat "$scratch/log" >&2
     exit 1
   fi
+  echo "${last_image[$name]}" >>"$scratch/images"
 done
 record_keys
 
