@@ -66,6 +66,32 @@ impl CacheIndex {
         (!id.is_empty()).then(|| id.to_string())
     }
 
+    /// Returns when a run last used the layer of `key`: the time its entry
+    /// was last written or touched.
+    pub fn last_used(&self, key: &str) -> Option<std::time::SystemTime> {
+        let path = self.folder.as_ref()?.join(key);
+        fs::metadata(path)
+            .and_then(|metadata| metadata.modified())
+            .ok()
+    }
+
+    /// Marks the layers of `keys` as used now, for `imgscript cache prune
+    /// --older-than`. Keys without an entry are skipped.
+    pub fn touch(&self, keys: impl Iterator<Item = impl AsRef<str>>) {
+        let Some(folder) = &self.folder else { return };
+        let now = std::time::SystemTime::now();
+        for key in keys {
+            let path = folder.join(key.as_ref());
+            let touched = fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|file| file.set_modified(now));
+            if let Err(error) = touched {
+                debug!(path = %path.display(), %error, "failed to mark a cached layer used");
+            }
+        }
+    }
+
     /// Records `image_id` as the image of `key`. A failure to write only
     /// makes the next run slower, so it is logged and dropped.
     pub fn record(&self, key: &str, image_id: &str) {

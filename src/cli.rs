@@ -12,6 +12,7 @@ use crate::cache_index::CacheIndex;
 use crate::context::ContextKind;
 use crate::diagnostics::Error;
 use crate::execute::{Delivered, Executor};
+use crate::explain::{explain, ManifestStore};
 use crate::image::Image;
 use crate::plan::{Plan, PlanOptions, Reason, Status};
 use crate::script::{self, Target};
@@ -48,10 +49,19 @@ enum Command {
         /// Rebuild every step, as IMGSCRIPT_FORCE_BUILD=1 does.
         #[arg(long)]
         force_build: bool,
+        /// Print the plan on stderr before building, with why each step
+        /// builds, as `imgscript plan` shows it.
+        #[arg(long)]
+        explain: bool,
         /// How to report progress on stderr: plain lines, or one JSON object
         /// per event for tools.
         #[arg(long, value_enum, default_value = "auto")]
         progress: crate::progress::ProgressMode,
+        /// How many steps may build at the same time [default: the number
+        /// of CPUs].
+        #[arg(short, long, env = "IMGSCRIPT_JOBS", value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        jobs: Option<u16>,
         /// CA bundle mounted read-only into build containers, for builds
         /// behind a TLS-intercepting proxy.
         #[arg(long, env = "IMGSCRIPT_CA_BUNDLE", value_name = "PATH")]
@@ -88,6 +98,12 @@ enum Command {
     },
     /// Serve the Language Server Protocol on stdin and stdout, for editors.
     Lsp,
+    /// List or remove the cached layers imgscript keeps in Docker's image
+    /// store.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Show each layer with its script location, whether it is cached, and
     /// why it would be built.
     Plan {
@@ -102,6 +118,32 @@ enum Command {
         /// Print lines for people, or one JSON document for tools.
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// List the cached layers with their size, creation and last use, most
+    /// recently used first.
+    Ls {
+        /// Print a table for people, or one JSON document for tools.
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Remove cached layers that no tag names. Layers already in a
+    /// delivered image stay in that image.
+    Prune {
+        /// Remove only layers unused for longer than this, such as 30m,
+        /// 12h or 7days.
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<humantime::Duration>,
+        /// Keep the most recently used layers up to this size, such as
+        /// 500MB or 10GiB, and remove the rest.
+        #[arg(long, value_name = "SIZE")]
+        keep_storage: Option<bytesize::ByteSize>,
+        /// List what would be removed, and remove nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -186,7 +228,9 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             target,
             tag,
             force_build,
+            explain,
             progress,
+            jobs,
             ca_bundle,
             command,
         } => {
@@ -195,7 +239,9 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
                 target: target.as_deref(),
                 tag: tag.as_deref(),
                 force_all,
+                explain,
                 progress,
+                jobs: jobs.map_or_else(crate::execute::default_jobs, usize::from),
                 ca_bundle,
                 command,
             };
@@ -219,6 +265,23 @@ async fn run_command(command: Command) -> Result<ExitCode, Error> {
             target,
             format,
         } => graph(&file, target.as_deref(), format).await,
+        Command::Cache {
+            command: CacheCommand::Ls { format },
+        } => crate::cache::ls_command(format == PlanFormat::Json).await,
+        Command::Cache {
+            command:
+                CacheCommand::Prune {
+                    older_than,
+                    keep_storage,
+                    dry_run,
+                },
+        } => {
+            let rules = crate::cache::PruneRules {
+                older_than: older_than.map(Into::into),
+                keep_storage: keep_storage.map(|size| size.as_u64()),
+            };
+            crate::cache::prune_command(rules, dry_run).await
+        }
     }
 }
 
@@ -232,7 +295,7 @@ async fn graph(
     let cache_index = CacheIndex::for_daemon(&daemon_address());
     let options = PlanOptions {
         force_all: force_from_env()?,
-        pull_missing: None,
+        progress: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
     write_stdout(&crate::graph::render(&plan, format));
@@ -296,7 +359,9 @@ struct RunRequest<'a> {
     target: Option<&'a str>,
     tag: Option<&'a str>,
     force_all: bool,
+    explain: bool,
     progress: crate::progress::ProgressMode,
+    jobs: usize,
     ca_bundle: Option<PathBuf>,
     command: Vec<String>,
 }
@@ -306,7 +371,9 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
         target,
         tag,
         force_all,
+        explain,
         progress,
+        jobs,
         ca_bundle,
         command,
     } = request;
@@ -358,10 +425,16 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
     let work = async {
         let options = PlanOptions {
             force_all,
-            pull_missing: Some(progress.as_ref()),
+            progress: Some(progress.as_ref()),
         };
         let plan = Plan::new(&docker, &cache_index, targets, options).await?;
+        cache_index.touch(plan.cached_keys());
+        if explain {
+            eprint!("{}", render_plan(&plan));
+            eprintln!("{}", plan_summary(&plan));
+        }
         let delivered = Executor::new(&docker, &cache_index, &environment, progress.as_ref())
+            .jobs(jobs)
             .run(&plan, tag)
             .await?;
         progress.summary(started.elapsed());
@@ -525,7 +598,7 @@ async fn plan(
     let cache_index = CacheIndex::for_daemon(&daemon_address());
     let options = PlanOptions {
         force_all,
-        pull_missing: None,
+        progress: None,
     };
     let plan = Plan::new(&docker, &cache_index, targets, options).await?;
     match format {
@@ -537,7 +610,7 @@ async fn plan(
 
 /// Writes `text` to stdout, dropping it quietly when the reader has gone,
 /// as with `| head`.
-fn write_stdout(text: &str) {
+pub(crate) fn write_stdout(text: &str) {
     use std::io::Write;
 
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
@@ -546,11 +619,16 @@ fn write_stdout(text: &str) {
 /// Renders the plan as JSON: each step with its location, state and reason, the
 /// steps it depends on, and the targets.
 fn plan_json(plan: &Plan) -> serde_json::Value {
+    let explanations = explain(plan, &ManifestStore::open());
     let steps: Vec<serde_json::Value> = plan
         .steps
         .iter()
         .enumerate()
         .map(|(index, step)| {
+            let changes = explanations[index]
+                .as_ref()
+                .map(|explanation| explanation.changes.clone())
+                .unwrap_or_default();
             let (state, reason) = match &step.status {
                 Status::Cached { .. } => ("cached", None),
                 Status::Build(Reason::BaseMissing) => ("pull", Some(Reason::BaseMissing)),
@@ -563,6 +641,7 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
                 "cache_key": step.key,
                 "state": state,
                 "reason": reason.map(Reason::describe),
+                "changes": changes,
                 "parent": step.parent,
                 "copy_from": step.source,
             })
@@ -589,11 +668,19 @@ fn plan_json(plan: &Plan) -> serde_json::Value {
 /// Prints each step of `plan` with its location and status on stdout, the
 /// targets and attached files after them, and a summary on stderr.
 pub(crate) fn print_plan(plan: &Plan) {
+    // Written at once, and quietly dropped when the reader has gone.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), render_plan(plan).as_bytes());
+    eprintln!("{}", plan_summary(plan));
+}
+
+/// Renders each step with its location and status, and under each step to
+/// build, why it builds; then the targets and attached files.
+fn render_plan(plan: &Plan) -> String {
     use std::fmt::Write as _;
 
-    // Written at once, and quietly dropped when the reader has gone.
+    let explanations = explain(plan, &ManifestStore::open());
     let mut out = String::new();
-    for step in &plan.steps {
+    for (step, explanation) in plan.steps.iter().zip(&explanations) {
         let status = match &step.status {
             Status::Cached { .. } => "cached".to_string(),
             Status::Build(Reason::BaseMissing) => "to pull: not in the local store".to_string(),
@@ -605,6 +692,18 @@ pub(crate) fn print_plan(plan: &Plan) {
             step.layer.call.location(),
             step.layer.describe()
         );
+        let changes = explanation
+            .iter()
+            .flat_map(|explanation| &explanation.changes);
+        let count = changes.clone().count();
+        for (number, change) in changes.enumerate() {
+            let branch = if number + 1 == count {
+                "└─"
+            } else {
+                "├─"
+            };
+            let _ = writeln!(out, "    {branch} {change}");
+        }
     }
     for target in &plan.targets {
         let name = target.name.as_deref().unwrap_or("image");
@@ -631,6 +730,11 @@ pub(crate) fn print_plan(plan: &Plan) {
             );
         }
     }
+    out
+}
+
+/// Counts the steps to build and the base images to pull.
+fn plan_summary(plan: &Plan) -> String {
     let missing_bases = plan
         .steps
         .iter()
@@ -646,6 +750,5 @@ pub(crate) fn print_plan(plan: &Plan) {
         1 => summary.push_str(", 1 base image to pull"),
         count => summary.push_str(&format!(", {count} base images to pull")),
     }
-    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
-    eprintln!("{summary}");
+    summary
 }

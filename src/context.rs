@@ -201,6 +201,12 @@ impl LocalContext {
         }
     }
 
+    /// Checks whether [`LocalContext::digest`] has run, so that it returns
+    /// at once.
+    pub fn is_hashed(&self) -> bool {
+        self.digest.get().is_some()
+    }
+
     fn compute_digest(&self) -> Result<String, ContextError> {
         let has_files = self.entries.iter().any(|entry| entry.stat.is_some());
         if !has_files {
@@ -298,6 +304,29 @@ impl LocalContext {
             }
         }
         encoder.finish()
+    }
+
+    /// Returns each entry's relative path with what the cache key reads of
+    /// it: a file's content digest, or a folder or symlink with its mode.
+    /// Unreadable files give the error text, as [`LocalContext::digest`]
+    /// does.
+    pub fn entry_digests(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .map(|entry| {
+                let digest = match &entry.kind {
+                    EntryKind::File => sha256_file(&entry.absolute)
+                        .map(hex::encode)
+                        .unwrap_or_else(|error| error.to_string()),
+                    EntryKind::Dir => "folder".to_string(),
+                    EntryKind::Symlink { target } => format!("symlink to {}", target.display()),
+                };
+                (
+                    entry.relative.clone(),
+                    format!("{digest} mode {:o}", entry.mode),
+                )
+            })
+            .collect()
     }
 
     /// Appends every entry to `archive`, placed at `destination` (an

@@ -1,8 +1,12 @@
 //! The executor: builds the steps a [`Plan`] marks, parents first, and
 //! delivers each target as an image without imgscript's cache labels.
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::backend::{
     relocate_archive, BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome,
@@ -12,14 +16,15 @@ use crate::build_lock;
 use crate::cache_index::CacheIndex;
 use crate::context::{ContextError, ContextKind, LocalContext};
 use crate::diagnostics::{DockerfileFailed, Error, StepFailed, StepTimedOut};
+use crate::explain::{InputManifest, ManifestStore};
 use crate::image::{ConfigChange, CopyStep, DockerfileStep, Layer, Step};
-use crate::plan::{Plan, Reason, Status};
-use crate::progress::Progress;
+use crate::plan::{Plan, PlannedTarget, Reason, Status};
+use crate::progress::{Progress, StepInfo};
 use crate::python_build::PythonBuild;
 use crate::secret::{write_secret_file, SecretFile};
-use std::path::PathBuf;
 
 /// A built or cached step: its image id and, once read, its config.
+#[derive(Clone)]
 struct StepImage {
     id: String,
     config: Option<ImageConfig>,
@@ -38,6 +43,14 @@ pub struct Executor<'a> {
     cache_index: &'a CacheIndex,
     environment: &'a BuildEnvironment,
     progress: &'a dyn Progress,
+    manifests: ManifestStore,
+    jobs: usize,
+}
+
+/// The number of steps built at once when the user does not say: one per
+/// CPU.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 impl<'a> Executor<'a> {
@@ -52,7 +65,15 @@ impl<'a> Executor<'a> {
             cache_index,
             environment,
             progress,
+            manifests: ManifestStore::open(),
+            jobs: default_jobs(),
         }
+    }
+
+    /// Sets how many steps may build at the same time; at least one.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
     }
 
     /// Builds every step the plan marks and returns the delivered targets.
@@ -62,90 +83,137 @@ impl<'a> Executor<'a> {
         plan: &Plan,
         tag_override: Option<&str>,
     ) -> Result<Vec<Delivered>, Error> {
-        let mut images: Vec<Option<StepImage>> = Vec::with_capacity(plan.steps.len());
-        let needed = needed_steps(plan);
-
-        for (index, step) in plan.steps.iter().enumerate() {
-            let location = step.layer.call.location();
-            let description = step.layer.describe();
-            let image = match (&step.status, needed[index]) {
-                (Status::Cached { .. }, false) => {
-                    self.progress.step_cached(&location, &description);
-                    None
-                }
-                (Status::Build(_), false) => None,
-                (Status::Cached { image_id }, true) => {
-                    self.progress.step_cached(&location, &description);
-                    Some(StepImage {
-                        id: image_id.clone(),
-                        config: None,
-                    })
-                }
-                (Status::Build(reason), true) => {
-                    let key = step
-                        .key
-                        .as_deref()
-                        .expect("bases are pulled before building");
-
-                    // Another process may have built this step since the
-                    // plan was made, or be building it now. A forced step is
-                    // rebuilt all the same.
-                    let _lock = self.lock_key(key).await?;
-                    let reusable = !is_forced(plan, index);
-                    if let Some(id) = self.built_meanwhile(key, reusable).await? {
-                        self.progress.step_cached(&location, &description);
-                        images.push(Some(StepImage { id, config: None }));
-                        continue;
-                    }
-
-                    let source_id = step
-                        .source
-                        .and_then(|source| images[source].as_ref().map(|image| image.id.clone()));
-                    let parent = step.parent.and_then(|parent| images[parent].as_mut());
-                    self.progress
-                        .step_started(&location, &description, reason.describe());
-                    let started = Instant::now();
-                    let built = self
-                        .build_step(&step.layer, key, parent, source_id.as_deref())
-                        .await?;
-                    self.cache_index.record(key, &built.id);
-                    self.docker.discard_commits().await;
-                    self.docker.remove_stale(step.stale_images()).await;
-                    self.progress.step_finished(&location, started.elapsed());
-                    Some(built)
-                }
-            };
-            images.push(image);
-        }
+        let mut images = self.build_all(plan).await?;
 
         let mut delivered = Vec::new();
         for target in &plan.targets {
             let image = images[target.step]
                 .as_mut()
                 .expect("targets are always built or cached");
-            let config = self.config_of(image).await?.without_cache_labels();
-            let image_id = self.docker.load(&config).await?;
-
-            let tag = tag_override
-                .map(str::to_string)
-                .or_else(|| target.image.tag.clone());
-            if let Some(tag) = &tag {
-                let current = self
-                    .docker
-                    .inspect(tag)
-                    .await?
-                    .and_then(|inspect| inspect.id);
-                if current.as_deref() != Some(image_id.as_str()) {
-                    self.docker.tag(&image_id, tag).await?;
-                }
-            }
-            delivered.push(Delivered {
-                name: target.name.clone(),
-                image_id,
-                tag,
-            });
+            delivered.push(self.deliver(target, image, tag_override).await?);
         }
         Ok(delivered)
+    }
+
+    /// Builds the steps to build, each as soon as the steps it reads are
+    /// done, at most `jobs` at a time, and returns the image of every step
+    /// the build or a target uses. On the first failure the steps still
+    /// running are dropped; the caller removes their containers.
+    async fn build_all(&self, plan: &Plan) -> Result<Vec<Option<StepImage>>, Error> {
+        let needed = needed_steps(plan);
+        let mut images: Vec<Option<StepImage>> = vec![None; plan.steps.len()];
+        let mut schedule = Schedule::new(plan);
+
+        for (index, step) in plan.steps.iter().enumerate() {
+            if let Status::Cached { image_id } = &step.status {
+                self.progress.step_cached(&StepInfo::of(plan, index));
+                if let (Step::Base(_), Some(key)) = (&step.layer.step, &step.key) {
+                    let manifest = InputManifest::of_planned(plan, index);
+                    self.manifests.record_unbuilt(key, &manifest);
+                }
+                if needed[index] {
+                    images[index] = Some(StepImage {
+                        id: image_id.clone(),
+                        config: None,
+                    });
+                }
+            }
+        }
+
+        let mut running = FuturesUnordered::new();
+        loop {
+            while running.len() < self.jobs {
+                let Some(index) = schedule.next_ready() else {
+                    break;
+                };
+                let step = &plan.steps[index];
+                let parent = step.parent.and_then(|parent| images[parent].clone());
+                let source_id = step
+                    .source
+                    .and_then(|source| images[source].as_ref().map(|image| image.id.clone()));
+                let building = self.build_planned(plan, index, parent, source_id);
+                running.push(async move { (index, building.await) });
+            }
+
+            let Some((index, built)) = running.next().await else {
+                break;
+            };
+            images[index] = Some(built?);
+            schedule.finished(index);
+        }
+        Ok(images)
+    }
+
+    /// Builds step `index` of the plan, unless another process built it
+    /// since the plan was made.
+    async fn build_planned(
+        &self,
+        plan: &Plan,
+        index: usize,
+        parent: Option<StepImage>,
+        source_id: Option<String>,
+    ) -> Result<StepImage, Error> {
+        let step = &plan.steps[index];
+        let info = StepInfo::of(plan, index);
+        let Status::Build(reason) = &step.status else {
+            unreachable!("only steps to build are scheduled")
+        };
+        let key = step
+            .key
+            .as_deref()
+            .expect("bases are pulled before building");
+
+        // Another process may have built this step since the plan was
+        // made, or be building it now. A forced step is rebuilt all the
+        // same.
+        let _lock = self.lock_key(key, &info).await?;
+        let reusable = !is_forced(plan, index);
+        if let Some(id) = self.built_meanwhile(key, reusable).await? {
+            self.progress.step_cached(&info);
+            return Ok(StepImage { id, config: None });
+        }
+
+        self.progress.step_started(&info, reason.describe());
+        let started = Instant::now();
+        let built = self
+            .build_step(&info, &step.layer, key, parent, source_id.as_deref())
+            .await?;
+        self.cache_index.record(key, &built.id);
+        self.manifests
+            .record(step, key, &InputManifest::of_planned(plan, index));
+        self.docker.remove_stale(step.stale_images()).await;
+        self.progress.step_finished(&info, started.elapsed());
+        Ok(built)
+    }
+
+    /// Loads a target's image without cache labels and tags it.
+    async fn deliver(
+        &self,
+        target: &PlannedTarget,
+        image: &mut StepImage,
+        tag_override: Option<&str>,
+    ) -> Result<Delivered, Error> {
+        let config = self.config_of(image).await?.without_cache_labels();
+        let image_id = self.docker.load(&config).await?;
+
+        let tag = tag_override
+            .map(str::to_string)
+            .or_else(|| target.image.tag.clone());
+        if let Some(tag) = &tag {
+            let current = self
+                .docker
+                .inspect(tag)
+                .await?
+                .and_then(|inspect| inspect.id);
+            if current.as_deref() != Some(image_id.as_str()) {
+                self.docker.tag(&image_id, tag).await?;
+            }
+        }
+        Ok(Delivered {
+            name: target.name.clone(),
+            image_id,
+            tag,
+        })
     }
 
     async fn config_of<'i>(&self, image: &'i mut StepImage) -> Result<&'i ImageConfig, Error> {
@@ -164,15 +232,16 @@ impl<'a> Executor<'a> {
 
     async fn build_step(
         &self,
+        info: &StepInfo,
         layer: &Arc<Layer>,
         key: &str,
-        parent: Option<&mut StepImage>,
+        parent: Option<StepImage>,
         source_id: Option<&str>,
     ) -> Result<StepImage, Error> {
         if let Step::Dockerfile(dockerfile) = &layer.step {
-            return self.build_dockerfile(layer, dockerfile, key).await;
+            return self.build_dockerfile(info, layer, dockerfile, key).await;
         }
-        let parent = parent.expect("only base and Dockerfile steps have no parent");
+        let mut parent = parent.expect("only base and Dockerfile steps have no parent");
         let parent_id = parent.id.clone();
         if let Step::DockerfileCommands(commands) = &layer.step {
             let dockerfile = DockerfileStep {
@@ -185,12 +254,12 @@ impl<'a> Executor<'a> {
                     .unwrap_or_else(|| Arc::new(LocalContext::empty())),
                 build_args: commands.build_args.clone(),
             };
-            return self.build_dockerfile(layer, &dockerfile, key).await;
+            return self.build_dockerfile(info, layer, &dockerfile, key).await;
         }
-        let mut config = self.config_of(parent).await?.clone();
+        let mut config = self.config_of(&mut parent).await?.clone();
         let created_by = format!("imgscript: {}", layer.describe());
 
-        match &layer.step {
+        let commit = match &layer.step {
             Step::Base(_) | Step::Dockerfile(_) | Step::DockerfileCommands(_) => {
                 unreachable!("handled above")
             }
@@ -214,19 +283,21 @@ impl<'a> Executor<'a> {
                         )
                     })
                 };
-                let layers = self
+                let commit = self
                     .docker
                     .copy_step(&parent_id, &copy.destination, relocate)
                     .await?;
-                add_committed_layer(&mut config, &layers, &created_by);
+                add_committed_layer(&mut config, &commit.layers, &created_by);
+                Some(commit)
             }
             Step::Config(change) => {
                 apply_config_change(&mut config, change);
                 config.push_config_history(&created_by);
+                None
             }
             Step::Run(run) => {
                 let progress = self.progress;
-                let mut output = |line: &str| progress.step_output(line);
+                let mut output = |line: &str| progress.step_output(info, line);
                 let secret_file = match run.secrets.is_empty() {
                     true => None,
                     false => {
@@ -247,7 +318,7 @@ impl<'a> Executor<'a> {
                     None => None,
                 };
                 let python_archive = match &run.python_build {
-                    Some(build) => Some(fetch_python(build, self.progress).await?),
+                    Some(build) => Some(fetch_python(build, info, self.progress).await?),
                     None => None,
                 };
                 match self
@@ -274,8 +345,9 @@ impl<'a> Executor<'a> {
                         }
                         other => other,
                     })? {
-                    StepOutcome::Committed(layers) => {
-                        add_committed_layer(&mut config, &layers, &created_by)
+                    StepOutcome::Committed(commit) => {
+                        add_committed_layer(&mut config, &commit.layers, &created_by);
+                        Some(commit)
                     }
                     StepOutcome::Failed(failure) => {
                         let command = run.shown_command(failure.index);
@@ -308,16 +380,20 @@ impl<'a> Executor<'a> {
             }
             Step::Copy(copy) => {
                 let pack = |destination_is_folder| pack_local_files(copy, destination_is_folder);
-                let layers = self
+                let commit = self
                     .docker
                     .copy_step(&parent_id, &copy.destination, pack)
                     .await?;
-                add_committed_layer(&mut config, &layers, &created_by);
+                add_committed_layer(&mut config, &commit.layers, &created_by);
+                Some(commit)
             }
-        }
+        };
 
         config.mark_cached(key);
         let id = self.docker.load(&config).await?;
+        if let Some(commit) = &commit {
+            self.docker.discard_commit(commit).await;
+        }
         Ok(StepImage {
             id,
             config: Some(config),
@@ -331,6 +407,7 @@ impl Executor<'_> {
     /// gets, and drops the image the build made.
     async fn build_dockerfile(
         &self,
+        info: &StepInfo,
         layer: &Layer,
         dockerfile: &DockerfileStep,
         key: &str,
@@ -342,7 +419,7 @@ impl Executor<'_> {
             })?;
 
         let progress = self.progress;
-        let mut output = |line: &str| progress.step_output(line);
+        let mut output = |line: &str| progress.step_output(info, line);
         let built = match self
             .docker
             .build_dockerfile(
@@ -392,7 +469,7 @@ const ADDED_DOCKERFILE_NAME: &str = ".dockerfile.imgscript";
 impl Executor<'_> {
     /// Takes the lock that keeps other imgscript processes from building
     /// the step of `key` at the same time, saying so when it must wait.
-    async fn lock_key(&self, key: &str) -> Result<build_lock::KeyLock, Error> {
+    async fn lock_key(&self, key: &str, info: &StepInfo) -> Result<build_lock::KeyLock, Error> {
         let acquired = build_lock::acquire(key)
             .await
             .map_err(|error| Error::Read {
@@ -402,8 +479,10 @@ impl Executor<'_> {
         match acquired {
             build_lock::Acquired::Free(lock) => Ok(lock),
             build_lock::Acquired::AfterWaiting(lock) => {
-                self.progress
-                    .step_output("waited for another imgscript process that built this step");
+                self.progress.step_output(
+                    info,
+                    "waited for another imgscript process that built this step",
+                );
                 Ok(lock)
             }
         }
@@ -439,12 +518,19 @@ fn is_forced(plan: &Plan, index: usize) -> bool {
 
 /// Returns the local path of a Python build archive, downloading it on a
 /// blocking thread when the download cache lacks it.
-async fn fetch_python(build: &PythonBuild, progress: &dyn Progress) -> Result<PathBuf, Error> {
-    progress.step_output(&format!(
-        "using Python {} ({})",
-        build.full_version,
-        build.file_name()
-    ));
+async fn fetch_python(
+    build: &PythonBuild,
+    info: &StepInfo,
+    progress: &dyn Progress,
+) -> Result<PathBuf, Error> {
+    progress.step_output(
+        info,
+        &format!(
+            "using Python {} ({})",
+            build.full_version,
+            build.file_name()
+        ),
+    );
     let build = build.clone();
     match tokio::task::spawn_blocking(move || build.fetch()).await {
         Ok(fetched) => Ok(fetched?),
@@ -543,6 +629,58 @@ fn packing_error(context_root: &std::path::Path, error: ContextError) -> Error {
             path: context_root.to_path_buf(),
             reason: other.to_string(),
         },
+    }
+}
+
+/// The order steps to build start in: a step is ready once every step it
+/// reads is done, and ready steps start in plan order.
+struct Schedule {
+    /// Per step, how many of the steps it reads are still to build.
+    waiting_on: Vec<usize>,
+    /// Per step, the steps to build that read it.
+    readers: Vec<Vec<usize>>,
+    ready: BTreeSet<usize>,
+}
+
+impl Schedule {
+    fn new(plan: &Plan) -> Self {
+        let builds = |index: usize| matches!(plan.steps[index].status, Status::Build(_));
+        let mut schedule = Schedule {
+            waiting_on: vec![0; plan.steps.len()],
+            readers: vec![Vec::new(); plan.steps.len()],
+            ready: BTreeSet::new(),
+        };
+        for (index, step) in plan
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| builds(*index))
+        {
+            for dependency in step.dependencies().filter(|&dependency| builds(dependency)) {
+                schedule.waiting_on[index] += 1;
+                schedule.readers[dependency].push(index);
+            }
+            if schedule.waiting_on[index] == 0 {
+                schedule.ready.insert(index);
+            }
+        }
+        schedule
+    }
+
+    /// Takes the first step that may start now.
+    fn next_ready(&mut self) -> Option<usize> {
+        self.ready.pop_first()
+    }
+
+    /// Records that step `index` is done, readying the steps that waited
+    /// only for it.
+    fn finished(&mut self, index: usize) {
+        for reader in std::mem::take(&mut self.readers[index]) {
+            self.waiting_on[reader] -= 1;
+            if self.waiting_on[reader] == 0 {
+                self.ready.insert(reader);
+            }
+        }
     }
 }
 

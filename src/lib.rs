@@ -7,6 +7,7 @@
 pub mod api_description;
 pub mod backend;
 pub mod build_lock;
+pub mod cache;
 pub mod cache_index;
 pub mod cache_key;
 pub mod cli;
@@ -15,6 +16,7 @@ pub mod diagnostics;
 pub mod dockerfile;
 pub mod ecr;
 pub mod execute;
+pub mod explain;
 pub mod gpu;
 pub mod graph;
 pub mod image;

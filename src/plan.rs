@@ -105,9 +105,10 @@ impl PlannedStep {
 pub struct PlanOptions<'a> {
     /// Forces every step, as IMGSCRIPT_FORCE_BUILD=1 does.
     pub force_all: bool,
-    /// Pulls base images missing from the local store and reports each pull
-    /// here. With `None`, a missing base is planned as "to pull".
-    pub pull_missing: Option<&'a dyn Progress>,
+    /// Set when planning a build: base images missing from the local store
+    /// are pulled, and each pull and each long hashing of local files is
+    /// reported here. With `None`, a missing base is planned as "to pull".
+    pub progress: Option<&'a dyn Progress>,
 }
 
 /// The questions that settling a plan from the candidates at hand left open.
@@ -138,7 +139,7 @@ impl Plan {
             plan.targets.push(PlannedTarget { name, step, image });
         }
 
-        plan.compute_keys(docker, options.pull_missing).await?;
+        plan.compute_keys(docker, options.progress).await?;
         plan.merge_identical_steps();
 
         plan.add_indexed_candidates(cache_index);
@@ -190,17 +191,20 @@ impl Plan {
     }
 
     /// Resolves base images in the local store, pulling missing ones when
-    /// `pull_missing` is set, and computes every key that does not depend on
-    /// a missing base.
+    /// `progress` is set, and computes every key that does not depend on a
+    /// missing base.
     async fn compute_keys(
         &mut self,
         docker: &Docker,
-        pull_missing: Option<&dyn Progress>,
+        progress: Option<&dyn Progress>,
     ) -> Result<(), Error> {
         for index in 0..self.steps.len() {
             let layer = Arc::clone(&self.steps[index].layer);
+            if let Some(progress) = progress {
+                hash_reporting_progress(&layer, progress);
+            }
             let key = match (&layer.step, self.steps[index].parent) {
-                (Step::Base(base), _) => match resolve_base(docker, base, pull_missing).await? {
+                (Step::Base(base), _) => match resolve_base(docker, base, progress).await? {
                     Some(image_id) => {
                         tracing::debug!(reference = base.reference(), %image_id, "base image found");
                         self.steps[index].candidates = vec![image_id.clone()];
@@ -388,6 +392,14 @@ impl Plan {
         })
     }
 
+    /// The keys of the cached steps, bases excepted.
+    pub fn cached_keys(&self) -> impl Iterator<Item = &str> {
+        self.steps
+            .iter()
+            .filter(|step| matches!(step.status, Status::Cached { .. }) && !is_base(step))
+            .filter_map(|step| step.key.as_deref())
+    }
+
     /// Number of steps that will be built.
     pub fn steps_to_build(&self) -> usize {
         self.steps
@@ -395,6 +407,29 @@ impl Plan {
             .filter(|step| matches!(step.status, Status::Build(_)) && !is_base(step))
             .count()
     }
+}
+
+/// Local folders with at least this many entries report their hashing.
+const REPORTED_HASHING_ENTRIES: usize = 1000;
+
+/// Hashes the local files `layer` reads, when there are many and they are
+/// not hashed yet, with a report before and after.
+fn hash_reporting_progress(layer: &Layer, progress: &dyn Progress) {
+    let context = match &layer.step {
+        Step::Copy(copy) => Some(&copy.context),
+        Step::Dockerfile(dockerfile) => Some(&dockerfile.context),
+        Step::DockerfileCommands(commands) => commands.context.as_ref(),
+        _ => None,
+    };
+    let Some(context) = context else { return };
+    if context.entries.len() < REPORTED_HASHING_ENTRIES || context.is_hashed() {
+        return;
+    }
+    let name = context.display_source();
+    progress.hashing(name, context.entries.len());
+    let started = std::time::Instant::now();
+    context.digest();
+    progress.hashed(name, started.elapsed());
 }
 
 fn is_base(step: &PlannedStep) -> bool {
@@ -405,12 +440,12 @@ fn is_base(step: &PlannedStep) -> bool {
 async fn resolve_base(
     docker: &Docker,
     base: &BaseImage,
-    pull_missing: Option<&dyn Progress>,
+    progress: Option<&dyn Progress>,
 ) -> Result<Option<String>, Error> {
     if let Some(inspect) = docker.inspect(base.reference()).await? {
         return Ok(inspect.id);
     }
-    match (base, pull_missing) {
+    match (base, progress) {
         (BaseImage::Id(id), _) => Err(Error::ImageIdNotFound {
             reference: id.clone(),
         }),
@@ -428,7 +463,11 @@ async fn resolve_base(
                     .await
                     .map_err(|error| unavailable(error.to_string()))?
                     .map_err(|error| unavailable(error.to_string()))?;
-            docker.pull(reference, credentials).await?;
+            let started = std::time::Instant::now();
+            let mut on_bytes =
+                |downloaded, total| progress.pull_bytes(reference, downloaded, total);
+            docker.pull(reference, credentials, &mut on_bytes).await?;
+            progress.pulled(reference, started.elapsed());
             let pulled = docker.inspect(reference).await?;
             Ok(pulled.and_then(|inspect| inspect.id))
         }

@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use sha2::Digest;
+
 use crate::cache_key::KeyEncoder;
 
 /// Path of the staged files in a step's container.
@@ -19,6 +21,8 @@ pub struct StagedFiles {
     pub root: PathBuf,
     /// Paths relative to `root`, sorted.
     pub files: Vec<String>,
+    /// The SHA-256 of each file's content, in the order of `files`.
+    content_digests: Vec<String>,
     /// SHA-256 over the relative paths and contents.
     pub digest: String,
 }
@@ -28,6 +32,7 @@ impl StagedFiles {
     pub fn new(paths: &BTreeSet<PathBuf>) -> std::io::Result<Self> {
         let root = common_folder(paths);
         let mut files = Vec::new();
+        let mut content_digests = Vec::new();
         let mut encoder = KeyEncoder::new("staged-files");
         for path in paths {
             let relative = path
@@ -38,12 +43,22 @@ impl StagedFiles {
             let content = std::fs::read(path)?;
             encoder.text("path", &relative).field("content", &content);
             files.push(relative);
+            content_digests.push(hex::encode(sha2::Sha256::digest(&content)));
         }
         Ok(StagedFiles {
             root,
             files,
+            content_digests,
             digest: encoder.finish(),
         })
+    }
+
+    /// Returns each file's relative path with the SHA-256 of its content.
+    pub fn file_digests(&self) -> impl Iterator<Item = (String, String)> + '_ {
+        self.files
+            .iter()
+            .cloned()
+            .zip(self.content_digests.iter().cloned())
     }
 
     /// Returns where `path` (absolute) appears in the container.

@@ -573,48 +573,51 @@ fn cached_label_on_derived_image_is_not_trusted() {
 }
 
 #[test]
-fn sigterm_removes_build_container() {
+fn sigint_and_sigterm_remove_build_container() {
     let _docker = docker_test();
-    let workspace = Workspace::new();
-    let script = script_with(
-        &workspace,
-        &format!(
-            r#"debian_slim("3.11").run_commands(["echo {}", "sleep 60"])"#,
-            nonce()
-        ),
-    );
-    let containers_before = all_containers();
-    let child = imgscript()
-        .arg("run")
-        .arg(&script)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-
-    // Wait until the step's container runs, then stop imgscript as `timeout` would.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while all_containers().len() == containers_before.len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no build container appeared"
+    for (signal, status) in [("INT", 130), ("TERM", 143)] {
+        let workspace = Workspace::new();
+        let script = script_with(
+            &workspace,
+            &format!(
+                r#"debian_slim("3.11").run_commands(["echo {}", "sleep 60"])"#,
+                nonce()
+            ),
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let output = child.wait_with_output().unwrap();
+        let containers_before = all_containers();
+        let child = imgscript()
+            .arg("run")
+            .arg(&script)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
 
-    assert_eq!(
-        output.status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert_eq!(all_containers(), containers_before);
+        // Wait until the step's container runs, then stop imgscript as
+        // Ctrl-C or `timeout` would.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while all_containers().len() == containers_before.len() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no build container appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let output = child.wait_with_output().unwrap();
+
+        assert_eq!(
+            output.status.code(),
+            Some(status),
+            "SIG{signal}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(all_containers(), containers_before, "SIG{signal}");
+    }
 }
 
 /// Runs `imgscript run` with its cache index in `index` and debug logs on.

@@ -80,3 +80,87 @@ fn plain_progress_ends_with_a_summary() {
         again.stderr
     );
 }
+
+/// Snapshots progress output, with what differs between runs replaced:
+/// the workspace folder, the nonce and durations.
+fn assert_progress_snapshot(name: &str, text: &str, workspace: &Workspace, nonce: &str) {
+    let folder = workspace.path().display().to_string();
+    insta::with_settings!({filters => vec![
+        (folder.as_str(), "DIR"),
+        (nonce, "NONCE"),
+        (r"\d+\.\d+s", "N.Ns"),
+        (r#""seconds":[0-9.e-]+"#, r#""seconds":N"#),
+    ]}, {
+        insta::assert_snapshot!(name, text);
+    });
+}
+
+fn two_step_script(workspace: &Workspace, nonce: &str) -> std::path::PathBuf {
+    workspace.write(
+        "build.img",
+        &format!(
+            "debian_slim(\"3.11\")\n    .run_commands([\"echo first {nonce}\", \"echo second\"])\n    .env(#{{ A: \"1\" }})\n"
+        ),
+    )
+}
+
+#[test]
+fn plain_progress_snapshot() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    let script = two_step_script(&workspace, &nonce);
+
+    let result = run(imgscript()
+        .args(["run", "--progress", "plain"])
+        .arg(&script));
+
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_progress_snapshot("plain", &result.stderr, &workspace, &nonce);
+}
+
+#[test]
+fn json_progress_snapshot() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    let script = two_step_script(&workspace, &nonce);
+
+    let result = run(imgscript().args(["run", "--progress", "json"]).arg(&script));
+
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    assert_progress_snapshot("json", &result.stderr, &workspace, &nonce);
+}
+
+#[test]
+fn terminal_gets_a_live_view_that_ends_with_a_summary() {
+    use expectrl::Session;
+
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let nonce = nonce();
+    let script = two_step_script(&workspace, &nonce);
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_imgscript"));
+    command
+        .arg("run")
+        .arg(&script)
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm");
+
+    let mut session = Session::spawn(command).expect("imgscript starts in a pty");
+    session.set_expect_timeout(Some(std::time::Duration::from_secs(120)));
+    let mut screen = Vec::new();
+    std::io::Read::read_to_end(&mut session, &mut screen).ok();
+    let screen = String::from_utf8_lossy(&screen);
+
+    assert!(screen.contains("1 cached step"), "{screen}");
+    assert!(
+        screen.contains("✓ [") && screen.contains("run_commands"),
+        "{screen}"
+    );
+    assert!(screen.contains("steps: 2 built, 1 cached, in "), "{screen}");
+    assert!(
+        !screen.contains("(building:"),
+        "a terminal should not get the plain lines: {screen}"
+    );
+}

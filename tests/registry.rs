@@ -179,16 +179,53 @@ fn registry_secret_pulls_and_wrong_one_fails() {
         &reference,
         &format!(", #{{ secret: secret_from_map(#{{ REGISTRY_USERNAME: \"{USER}\", REGISTRY_PASSWORD: \"{PASSWORD}\" }}) }}"),
     );
+    let cache = workspace.path().join("cache");
     let pulled = run(imgscript()
-        .arg("run")
+        .args(["run", "--progress", "json"])
         .arg(&right)
-        .env("DOCKER_CONFIG", empty_config.path()));
+        .env("DOCKER_CONFIG", empty_config.path())
+        .env("IMGSCRIPT_CACHE_DIR", &cache)
+        .env("RUST_LOG", "trace"));
     assert_eq!(pulled.code, 0, "{}", pulled.stderr);
     assert!(
-        pulled.stderr.contains(&format!("pulling {reference}")),
+        pulled
+            .stderr
+            .contains(&format!("\"reference\":\"{reference}\"")),
         "{}",
         pulled.stderr
     );
+
+    // The password is in no output, no log of any crate, no cache file and
+    // no cache key: planning with another password gives the same keys.
+    assert!(!pulled.stdout.contains(PASSWORD), "{}", pulled.stdout);
+    assert!(!pulled.stderr.contains(PASSWORD), "{}", pulled.stderr);
+    for (path, content) in files_under(&cache) {
+        let found = content
+            .windows(PASSWORD.len())
+            .any(|window| window == PASSWORD.as_bytes());
+        assert!(!found, "the password is in {}", path.display());
+    }
+    let keys = |script: &std::path::Path| {
+        let plan = run(imgscript()
+            .args(["plan", "--format", "json"])
+            .arg(script)
+            .env("DOCKER_CONFIG", empty_config.path()));
+        assert_eq!(plan.code, 0, "{}", plan.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+        plan["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|step| step["cache_key"].to_string())
+            .collect::<Vec<_>>()
+    };
+    let other_password = workspace.write(
+        "other.img",
+        &std::fs::read_to_string(&right)
+            .unwrap()
+            .replace(PASSWORD, "another-password"),
+    );
+    assert_eq!(keys(&right), keys(&other_password));
     docker(&["rmi", &reference]);
 }
 

@@ -286,3 +286,35 @@ fn run_function_names_a_missing_function() {
         "{stderr}"
     );
 }
+
+#[test]
+fn endless_loop_stops_at_operation_limit() {
+    insta::assert_snapshot!(check_error("loop {}\ndebian_slim(\"3.11\")\n"));
+}
+
+#[test]
+fn endless_recursion_stops_at_call_limit() {
+    insta::assert_snapshot!(check_error(
+        "fn deeper(n) { deeper(n + 1) }\ndeeper(0);\ndebian_slim(\"3.11\")\n"
+    ));
+}
+
+#[test]
+fn growing_string_stops_at_size_limit() {
+    insta::assert_snapshot!(check_error("let text = \"x\";\nloop { text += text; }\n"));
+}
+
+#[test]
+fn eval_is_disabled() {
+    insta::assert_snapshot!(check_error("eval(\"debian_slim(\\\"3.11\\\")\")\n"));
+}
+
+#[test]
+fn modules_importing_each_other_stop() {
+    let workspace = Workspace::new();
+    workspace.write("a.img", "import \"./b\" as b;\n");
+    workspace.write("b.img", "import \"./a\" as a;\n");
+    let (code, stderr) = check(&workspace, "import \"./a\" as a;\ndebian_slim(\"3.11\")\n");
+    assert_eq!(code, 1, "{stderr}");
+    insta::assert_snapshot!(stderr);
+}

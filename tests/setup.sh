@@ -125,3 +125,8 @@ if [ ! -f "$vscode/node_modules/.package-lock.json" ] ||
   [ "$vscode/package-lock.json" -nt "$vscode/node_modules/.package-lock.json" ]; then
   (cd "$vscode" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# tests/long.sh fuzzes with cargo-fuzz, built once into the tools folder.
+if [ ! -x "$tools/cargo-fuzz/bin/cargo-fuzz" ]; then
+  cargo install --quiet --locked cargo-fuzz --root "$tools/cargo-fuzz"
+fi

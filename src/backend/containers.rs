@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{docker_message, Docker, TarArchive, OUTPUT_TAIL_LINES};
+use super::{docker_message, Commit, Docker, TarArchive, OUTPUT_TAIL_LINES};
 use crate::diagnostics::{Error, GpuUnavailable};
 use crate::gpu::GpuRequest;
 use crate::python_build::ARCHIVE_PATH as PYTHON_ARCHIVE_PATH;
@@ -141,8 +141,7 @@ pub struct CommandFailure {
 }
 
 pub enum StepOutcome {
-    /// The committed image's layer list (diff ids).
-    Committed(Vec<String>),
+    Committed(Commit),
     Failed(CommandFailure),
     /// The commands ran longer than the step's timeout and were stopped.
     TimedOut {
@@ -297,7 +296,7 @@ impl Docker {
         parent: &str,
         destination: &str,
         make_archive: impl FnOnce(bool) -> Result<A, Error>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Commit, Error> {
         let container = self.create_idle_container(parent).await?;
         let result = async {
             let destination_is_folder = self.is_folder_in(&container, destination).await?;

@@ -17,6 +17,11 @@ pub const KEY_LABEL: &str = "dev.imgscript.key";
 /// Label holding the SHA-256 of the image's layer list, so an image built on
 /// top of a cached one (which inherits its labels) is not taken for it.
 pub const LAYERS_LABEL: &str = "dev.imgscript.layers";
+
+/// Label with the number of history entries of a cached step image. An
+/// image that `docker build` makes on top of it inherits the label but has
+/// more entries, even when it adds no layer (a `LABEL` line, say).
+pub const HISTORY_LABEL: &str = "dev.imgscript.history";
 /// History comment of the steps that add a layer, so the layer count can be
 /// read from the history when the layer is empty.
 const LAYER_COMMENT: &str = "imgscript layer";
@@ -190,6 +195,11 @@ impl ImageConfig {
     /// of the current layer list.
     pub fn mark_cached(&mut self, key: &str) {
         let layers = layers_digest(&self.diff_ids());
+        let history_entries = self
+            .document
+            .get("history")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
         self.without_cache_labels_in_place();
         let config = self.config();
         let labels = config.entry("Labels").or_insert_with(|| json!({}));
@@ -199,6 +209,7 @@ impl ImageConfig {
         let labels = labels.as_object_mut().expect("labels were made an object");
         labels.insert(KEY_LABEL.into(), json!(key));
         labels.insert(LAYERS_LABEL.into(), json!(layers));
+        labels.insert(HISTORY_LABEL.into(), json!(history_entries.to_string()));
     }
 
     /// Returns this config with the imgscript labels removed: the config of

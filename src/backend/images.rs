@@ -8,15 +8,29 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{BuildInfo, ImageInspect};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
-    ListImagesOptionsBuilder, TagImageOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures_util::StreamExt;
 use tracing::{debug, trace};
 
-use super::image_config::{layers_digest, KEY_LABEL, LAYERS_LABEL};
+use super::image_config::{layers_digest, HISTORY_LABEL, KEY_LABEL, LAYERS_LABEL};
 use super::{docker_message, Docker, ImageConfig, TarArchive, OUTPUT_TAIL_LINES};
 use crate::diagnostics::Error;
 use crate::reference::{registry_of, split_tag};
+
+/// An image that carries a cache key label. The label alone does not prove
+/// that imgscript made it: see [`Docker::verify_cached`].
+#[derive(Debug, Clone)]
+pub struct CachedImage {
+    pub key: String,
+    pub image_id: String,
+    /// Bytes of all its layers, the base image's included. The engine's
+    /// API 1.41 cannot tell the bytes that removing it alone would free.
+    pub size: u64,
+    /// Seconds since the Unix epoch.
+    pub created: i64,
+    pub tags: Vec<String>,
+}
 
 /// The message of a failed Dockerfile build and its last output lines.
 #[derive(Debug)]
@@ -41,26 +55,109 @@ impl Docker {
     }
 
     /// Pulls `reference`, reporting which registry failed and why.
+    /// `on_bytes` receives the bytes downloaded so far and the total of the
+    /// layers the engine has announced, as they change.
     pub async fn pull(
         &self,
         reference: &str,
         credentials: Option<DockerCredentials>,
+        on_bytes: &mut (dyn FnMut(u64, u64) + Send),
     ) -> Result<(), Error> {
         debug!(%reference, "pulling base image");
         let options = CreateImageOptionsBuilder::default()
             .from_image(reference)
             .build();
         let mut progress = self.client.create_image(Some(options), None, credentials);
+        let mut layers: HashMap<String, (u64, u64)> = HashMap::new();
         while let Some(item) = progress.next().await {
-            if let Err(error) = item {
-                return Err(Error::BaseImageUnavailable {
-                    reference: reference.to_string(),
-                    registry: registry_of(reference),
-                    reason: docker_message(&error),
-                });
+            let info = item.map_err(|error| Error::BaseImageUnavailable {
+                reference: reference.to_string(),
+                registry: registry_of(reference),
+                reason: docker_message(&error),
+            })?;
+            let (Some(layer), Some(detail)) = (info.id, info.progress_detail) else {
+                continue;
+            };
+            if info.status.as_deref() != Some("Downloading") {
+                continue;
             }
+            let as_bytes = |value: Option<i64>| value.map_or(0, |value| value.max(0) as u64);
+            layers.insert(layer, (as_bytes(detail.current), as_bytes(detail.total)));
+            let (done, total) = layers.values().fold((0, 0), |(done, total), layer| {
+                (done + layer.0, total + layer.1)
+            });
+            on_bytes(done, total);
         }
         Ok(())
+    }
+
+    /// Lists every image carrying a cache key label, with its size, tags
+    /// and creation time.
+    pub async fn cached_image_summaries(&self) -> Result<Vec<CachedImage>, Error> {
+        let filters = HashMap::from([("label", vec![KEY_LABEL])]);
+        let options = ListImagesOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let images = self
+            .client
+            .list_images(Some(options))
+            .await
+            .map_err(|error| Error::docker("listing cached images", error))?;
+        let cached = images
+            .into_iter()
+            .filter_map(|image| {
+                let key = image.labels.get(KEY_LABEL)?.clone();
+                let tags = image
+                    .repo_tags
+                    .into_iter()
+                    .filter(|tag| tag != "<none>:<none>")
+                    .collect();
+                Some(CachedImage {
+                    key,
+                    image_id: image.id,
+                    size: image.size.max(0) as u64,
+                    created: image.created,
+                    tags,
+                })
+            })
+            .collect();
+        Ok(cached)
+    }
+
+    /// Checks that `image_id` is a cached step image imgscript made for
+    /// `key`, as [`Docker::verify_cached`] does, and also that no later
+    /// step of another builder extended it: its history is as long as it
+    /// was when imgscript made it. Images made before imgscript recorded
+    /// that length fail the check.
+    pub async fn made_by_imgscript(&self, image_id: &str, key: &str) -> Result<bool, Error> {
+        let Some(inspect) = self.verify_cached(image_id, key).await? else {
+            return Ok(false);
+        };
+        let recorded = inspect
+            .config
+            .as_ref()
+            .and_then(|config| config.labels.as_ref())
+            .and_then(|labels| labels.get(HISTORY_LABEL))
+            .and_then(|count| count.parse::<usize>().ok());
+        let Some(recorded) = recorded else {
+            return Ok(false);
+        };
+        let history = self.client.image_history(image_id).await.map_err(|error| {
+            Error::docker(format!("reading the history of image {image_id}"), error)
+        })?;
+        Ok(history.len() == recorded)
+    }
+
+    /// Removes an image without pruning its untagged parents. Reports the
+    /// engine's reason when it refuses, such as a container using it.
+    pub async fn remove_image(&self, image_id: &str) -> Result<(), String> {
+        let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+        self.client
+            .remove_image(image_id, Some(options), None)
+            .await
+            .map(|_| ())
+            .map_err(|error| docker_message(&error))
     }
 
     /// Lists every image carrying a cache key label: key to image ids,

@@ -28,7 +28,7 @@ pub use containers::{
     relocate_archive, BuildEnvironment, CommandFailure, StepContainer, StepOutcome,
 };
 pub use image_config::ImageConfig;
-pub use images::BuildFailure;
+pub use images::{BuildFailure, CachedImage};
 pub use tar_stream::{ArchiveWriter, ChunkStream, ChunkWriter, StreamedTar, TarArchive};
 
 /// Lines of step output kept for the message of a failed step.
@@ -50,7 +50,14 @@ pub struct Docker {
 #[derive(Default)]
 struct Leftovers {
     containers: HashSet<String>,
-    commits: Vec<String>,
+    commits: HashSet<String>,
+}
+
+/// A committed build container: the image the commit made, and its layer
+/// list (diff ids).
+pub struct Commit {
+    pub image: String,
+    pub layers: Vec<String>,
 }
 
 pub fn daemon_address() -> String {
@@ -75,11 +82,11 @@ impl Docker {
         })
     }
 
-    /// Commits a container and returns the committed image's layer list.
-    /// The committed image is kept only until [`Docker::discard_commits`]
-    /// runs. A container that changed nothing gets no new layer: Docker
+    /// Commits a container. The committed image is kept only until
+    /// [`Docker::discard_commit`] runs, once the step's own image holds its
+    /// layer. A container that changed nothing gets no new layer: Docker
     /// leaves an empty diff out of the list.
-    async fn commit_layer(&self, container: &str) -> Result<Vec<String>, Error> {
+    async fn commit_layer(&self, container: &str) -> Result<Commit, Error> {
         let options = CommitContainerOptionsBuilder::default()
             .container(container)
             .build();
@@ -88,6 +95,8 @@ impl Docker {
             .commit_container(options, bollard::models::ContainerConfig::default())
             .await
             .map_err(|error| Error::docker("committing a build container", error))?;
+        self.leftovers().commits.insert(committed.id.clone());
+
         let inspect = self.inspect(&committed.id).await?.ok_or_else(|| {
             Error::docker(
                 "reading a committed layer",
@@ -98,8 +107,10 @@ impl Docker {
             .root_fs
             .and_then(|root_fs| root_fs.layers)
             .unwrap_or_default();
-        self.leftovers().commits.push(committed.id);
-        Ok(layers)
+        Ok(Commit {
+            image: committed.id,
+            layers,
+        })
     }
 
     fn leftovers(&self) -> std::sync::MutexGuard<'_, Leftovers> {
@@ -129,18 +140,19 @@ impl Docker {
         self.leftovers().containers.remove(id);
     }
 
-    /// Removes the images that commits left, once the loaded images hold
-    /// their layers.
-    pub async fn discard_commits(&self) {
-        let commits = std::mem::take(&mut self.leftovers().commits);
-        for id in commits {
-            // noprune: a committed image's parent is an untagged cached image
-            // that pruning would delete.
-            let options = RemoveImageOptionsBuilder::default().noprune(true).build();
-            if let Err(error) = self.client.remove_image(&id, Some(options), None).await {
-                tracing::warn!(image = %id, %error, "failed to remove a committed build image");
-            }
+    /// Removes the image a commit made, once a loaded image holds its layer.
+    pub async fn discard_commit(&self, commit: &Commit) {
+        self.remove_commit(&commit.image).await;
+    }
+
+    async fn remove_commit(&self, id: &str) {
+        // noprune: a committed image's parent is an untagged cached image
+        // that pruning would delete.
+        let options = RemoveImageOptionsBuilder::default().noprune(true).build();
+        if let Err(error) = self.client.remove_image(id, Some(options), None).await {
+            tracing::warn!(image = %id, %error, "failed to remove a committed build image");
         }
+        self.leftovers().commits.remove(id);
     }
 
     /// Removes cached images that a rebuild of their step replaced. Failures
@@ -161,7 +173,10 @@ impl Docker {
         for container in containers {
             self.remove_container(&container).await;
         }
-        self.discard_commits().await;
+        let commits: Vec<String> = self.leftovers().commits.iter().cloned().collect();
+        for commit in commits {
+            self.remove_commit(&commit).await;
+        }
     }
 }
 

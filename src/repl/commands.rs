@@ -117,7 +117,7 @@ impl Repl {
                 let progress = PlainProgress::default();
                 let options = PlanOptions {
                     force_all: false,
-                    pull_missing: Some(&progress),
+                    progress: Some(&progress),
                 };
                 let plan = Plan::new(&docker, &cache_index, images, options).await?;
                 Executor::new(&docker, &cache_index, &environment, &progress)
@@ -152,7 +152,7 @@ impl Repl {
             let cache_index = CacheIndex::for_daemon(&daemon_address());
             let options = PlanOptions {
                 force_all: false,
-                pull_missing: None,
+                progress: None,
             };
             Plan::new(&docker, &cache_index, images, options).await
         })?;

@@ -429,7 +429,7 @@ async fn plan_of(image: &Image) -> Result<Plan, Error> {
     let cache_index = CacheIndex::for_daemon(&daemon_address());
     let options = PlanOptions {
         force_all: false,
-        pull_missing: None,
+        progress: None,
     };
     Plan::new(&docker, &cache_index, vec![(None, image.clone())], options).await
 }

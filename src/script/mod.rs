@@ -10,6 +10,7 @@ mod api;
 mod bases;
 mod config_steps;
 mod files;
+mod limits;
 mod modules;
 mod options;
 mod run_steps;
@@ -210,6 +211,7 @@ impl Session {
         let sources = Arc::new(Sources::default());
         let mut engine = Engine::new();
         engine.set_max_expr_depths(MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_DEPTH);
+        limits::apply(&mut engine);
         engine.set_fail_on_invalid_map_property(true);
         engine.set_strict_variables(true);
         engine.set_module_resolver(ScriptModules::new(
@@ -528,6 +530,11 @@ fn to_script_error(
         EvalAltResult::ErrorModuleNotFound(detail, _) => {
             diagnostic.message = format!("module not found: {detail}");
             diagnostic.label = "imported here".into();
+        }
+        other if limits::describe(other).is_some() => {
+            let (message, help) = limits::describe(other).expect("checked by the guard");
+            diagnostic.message = message;
+            diagnostic.help = Some(help);
         }
         other => {
             diagnostic.message = other.to_string();

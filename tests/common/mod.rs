@@ -194,3 +194,19 @@ print(path)
     );
     PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
 }
+
+/// Reads every file under `folder`, with its path.
+pub fn files_under(folder: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut pending = vec![folder.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                pending.push(entry.unwrap().path());
+            }
+        } else if let Ok(content) = std::fs::read(&path) {
+            files.push((path, content));
+        }
+    }
+    files
+}
