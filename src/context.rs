@@ -70,6 +70,9 @@ pub struct LocalContext {
     /// stat cache's racy-entry rule compares file times with.
     collected_at: Timestamp,
     digest: OnceLock<Result<String, String>>,
+    /// The SHA-256 of each entry that the digest read, `None` for folders
+    /// and symlinks. Set only when the digest succeeded.
+    file_sha256s: OnceLock<Vec<Option<[u8; 32]>>>,
 }
 
 #[derive(Debug)]
@@ -118,6 +121,7 @@ impl LocalContext {
             excludes_any: false,
             collected_at,
             digest: OnceLock::new(),
+            file_sha256s: OnceLock::new(),
         })
     }
 
@@ -163,6 +167,7 @@ impl LocalContext {
             excludes_any,
             collected_at,
             digest: OnceLock::new(),
+            file_sha256s: OnceLock::new(),
         })
     }
 
@@ -177,6 +182,7 @@ impl LocalContext {
             excludes_any: false,
             collected_at: Timestamp::now(),
             digest: OnceLock::new(),
+            file_sha256s: OnceLock::new(),
         }
     }
 
@@ -210,7 +216,10 @@ impl LocalContext {
     fn compute_digest(&self) -> Result<String, ContextError> {
         let has_files = self.entries.iter().any(|entry| entry.stat.is_some());
         if !has_files {
-            return Ok(self.encode_digest(&vec![None; self.entries.len()]));
+            let sha256s = vec![None; self.entries.len()];
+            let digest = self.encode_digest(&sha256s);
+            let _ = self.file_sha256s.set(sha256s);
+            return Ok(digest);
         }
         let cache = StatCache::for_root(&self.source);
         let (digest, files_read) = self.digest_with_cache(&cache)?;
@@ -233,6 +242,7 @@ impl LocalContext {
             .map(|content| content.map(|content| content.sha256))
             .collect();
         let digest = self.encode_digest(&sha256s);
+        let _ = self.file_sha256s.set(sha256s);
 
         let files = contents.iter().flatten().count();
         let files_read = contents
@@ -308,16 +318,25 @@ impl LocalContext {
 
     /// Returns each entry's relative path with what the cache key reads of
     /// it: a file's content digest, or a folder or symlink with its mode.
-    /// Unreadable files give the error text, as [`LocalContext::digest`]
+    /// The file digests are those the key was computed from, so no file is
+    /// read again. When the key's digest failed, each file is read here, and
+    /// unreadable files give the error text, as [`LocalContext::digest`]
     /// does.
     pub fn entry_digests(&self) -> Vec<(String, String)> {
+        self.digest();
+        let key_sha256s = self.file_sha256s.get();
+
         self.entries
             .iter()
-            .map(|entry| {
+            .enumerate()
+            .map(|(index, entry)| {
                 let digest = match &entry.kind {
-                    EntryKind::File => sha256_file(&entry.absolute)
-                        .map(hex::encode)
-                        .unwrap_or_else(|error| error.to_string()),
+                    EntryKind::File => match key_sha256s.and_then(|sha256s| sha256s[index]) {
+                        Some(sha256) => hex::encode(sha256),
+                        None => sha256_file(&entry.absolute)
+                            .map(hex::encode)
+                            .unwrap_or_else(|error| error.to_string()),
+                    },
                     EntryKind::Dir => "folder".to_string(),
                     EntryKind::Symlink { target } => format!("symlink to {}", target.display()),
                 };
@@ -867,6 +886,24 @@ mod tests {
         assert_eq!(read, b"abc");
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
         assert!(error.to_string().contains("2 bytes shorter"), "{error}");
+    }
+
+    #[test]
+    fn entry_digests_are_the_keys_inputs() {
+        let tree = tree_of_three_files();
+        let context = LocalContext::dir(tree.path().to_path_buf(), ".", &[]).unwrap();
+        context.digest();
+        // Changed after the key was computed: the listing still shows what
+        // the key read, because it reads no file again.
+        fs::write(tree.path().join("a.txt"), "changed").unwrap();
+
+        let digests: std::collections::BTreeMap<_, _> =
+            context.entry_digests().into_iter().collect();
+
+        let one = hex::encode(Sha256::digest(b"one"));
+        assert_eq!(digests["a.txt"], format!("{one} mode 644"));
+        assert_eq!(digests["pkg"], "folder mode 755");
+        assert_eq!(digests.len(), 5, "{digests:?}");
     }
 
     fn archive_names(bytes: &[u8]) -> Vec<String> {
