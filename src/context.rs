@@ -4,6 +4,11 @@
 //! Ignore rules are gitignore patterns relative to the added folder. The
 //! lines of a `.dockerignore` in that folder are anchored at the folder, as
 //! Docker anchors them at the root of its build context.
+//!
+//! Files are hashed on every CPU, and a stat cache skips the files whose
+//! metadata has not changed since they were last hashed.
+
+mod stat_cache;
 
 use std::fs;
 use std::io::{self, Read};
@@ -12,9 +17,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
+use tracing::debug;
 
 use crate::cache_key::KeyEncoder;
+use stat_cache::{FileStat, StatCache, Timestamp};
 
 /// Modification time written into every archive entry (1980-01-01, the
 /// earliest time a ZIP archive can hold, so Python wheels built from these
@@ -58,7 +66,13 @@ pub struct LocalContext {
     pub entries: Vec<ContextEntry>,
     /// True when ignore rules left out at least one entry.
     pub excludes_any: bool,
+    /// The time just before the first entry's metadata was read, which the
+    /// stat cache's racy-entry rule compares file times with.
+    collected_at: Timestamp,
     digest: OnceLock<Result<String, String>>,
+    /// The SHA-256 of each entry that the digest read, `None` for folders
+    /// and symlinks. Set only when the digest succeeded.
+    file_sha256s: OnceLock<Vec<Option<[u8; 32]>>>,
 }
 
 #[derive(Debug)]
@@ -68,6 +82,17 @@ pub struct ContextEntry {
     pub absolute: PathBuf,
     pub mode: u32,
     pub kind: EntryKind,
+    /// Metadata of a regular file when it was collected, or `None` for
+    /// folders and symlinks.
+    stat: Option<FileStat>,
+}
+
+/// The SHA-256 of a regular file's content, and whether the file was read
+/// to get it rather than found in the stat cache.
+#[derive(Debug, Clone, Copy)]
+struct FileContent {
+    sha256: [u8; 32],
+    read: bool,
 }
 
 #[derive(Debug)]
@@ -81,6 +106,7 @@ impl LocalContext {
     /// Collects a single file. A symlink is followed, so the file's content
     /// is what gets added, as Docker's `COPY` does for a named source.
     pub fn file(source: PathBuf, written_as: &str) -> Result<Self, ContextError> {
+        let collected_at = Timestamp::now();
         let metadata = fs::metadata(&source).map_err(|error| missing_or_io(&source, error))?;
         if metadata.is_dir() {
             return Err(ContextError::ExpectedFile { path: source });
@@ -93,7 +119,9 @@ impl LocalContext {
             kind: ContextKind::File,
             entries: vec![entry],
             excludes_any: false,
+            collected_at,
             digest: OnceLock::new(),
+            file_sha256s: OnceLock::new(),
         })
     }
 
@@ -116,16 +144,20 @@ impl LocalContext {
         patterns: &[String],
         ignore_file: Option<&Path>,
     ) -> Result<Self, ContextError> {
+        let collected_at = Timestamp::now();
         let metadata = fs::metadata(&source).map_err(|error| missing_or_io(&source, error))?;
         if !metadata.is_dir() {
             return Err(ContextError::ExpectedDir { path: source });
         }
         let matcher = ignore_matcher(&source, patterns, ignore_file)?;
 
-        let mut entries = vec![entry_for(&source, String::new(), &metadata)?];
-        let mut excludes_any = false;
-        walk(&source, &source, &matcher, &mut entries, &mut excludes_any)?;
-        entries.sort_by(|a, b| a.relative.cmp(&b.relative));
+        let Walked {
+            mut entries,
+            excludes_any,
+        } = walk(&source, &source, &matcher)?;
+        entries.push(entry_for(&source, String::new(), &metadata)?);
+        // Relative paths are unique, so an unstable sort gives one order.
+        entries.par_sort_unstable_by(|a, b| a.relative.cmp(&b.relative));
 
         Ok(LocalContext {
             source,
@@ -133,7 +165,9 @@ impl LocalContext {
             kind: ContextKind::Dir,
             entries,
             excludes_any,
+            collected_at,
             digest: OnceLock::new(),
+            file_sha256s: OnceLock::new(),
         })
     }
 
@@ -146,7 +180,9 @@ impl LocalContext {
             kind: ContextKind::Dir,
             entries: Vec::new(),
             excludes_any: false,
+            collected_at: Timestamp::now(),
             digest: OnceLock::new(),
+            file_sha256s: OnceLock::new(),
         }
     }
 
@@ -156,7 +192,8 @@ impl LocalContext {
 
     /// Returns the hex SHA-256 over every entry's relative path, mode, kind,
     /// symlink target and content. Modification times never enter it. The
-    /// digest is computed once, on first use.
+    /// digest is computed once, on first use. Files whose metadata matches
+    /// their stat cache entry are not read again.
     ///
     /// A file that cannot be read at this point (removed since it was
     /// collected, say) yields a digest of the error text. The build then
@@ -177,14 +214,95 @@ impl LocalContext {
     }
 
     fn compute_digest(&self) -> Result<String, ContextError> {
+        let has_files = self.entries.iter().any(|entry| entry.stat.is_some());
+        if !has_files {
+            let sha256s = vec![None; self.entries.len()];
+            let digest = self.encode_digest(&sha256s);
+            let _ = self.file_sha256s.set(sha256s);
+            return Ok(digest);
+        }
+        let cache = StatCache::for_root(&self.source);
+        let (digest, files_read) = self.digest_with_cache(&cache)?;
+        debug!(
+            context = %self.source.display(),
+            entries = self.entries.len(),
+            files_read,
+            "hashed a local context"
+        );
+        Ok(digest)
+    }
+
+    /// Computes the digest, reading only the files that have no trusted
+    /// entry in `cache`, and saves the cache when that changed it. Returns
+    /// the digest and the number of files read.
+    fn digest_with_cache(&self, cache: &StatCache) -> Result<(String, usize), ContextError> {
+        let contents = self.hash_files(cache)?;
+        let sha256s: Vec<_> = contents
+            .iter()
+            .map(|content| content.map(|content| content.sha256))
+            .collect();
+        let digest = self.encode_digest(&sha256s);
+        let _ = self.file_sha256s.set(sha256s);
+
+        let files = contents.iter().flatten().count();
+        let files_read = contents
+            .iter()
+            .flatten()
+            .filter(|content| content.read)
+            .count();
+        if files_read > 0 || files != cache.len() {
+            let recorded = self
+                .entries
+                .iter()
+                .zip(&contents)
+                .filter_map(|(entry, content)| {
+                    Some((
+                        entry.relative.as_str(),
+                        entry.stat?,
+                        content.as_ref()?.sha256,
+                    ))
+                });
+            cache.save(self.collected_at, recorded);
+        }
+        Ok((digest, files_read))
+    }
+
+    /// Returns each regular file's content digest, in entry order, and
+    /// `None` for other entries. Files are read in parallel. The error is
+    /// that of the first entry that failed.
+    fn hash_files(&self, cache: &StatCache) -> Result<Vec<Option<FileContent>>, ContextError> {
+        let results: Vec<_> = self
+            .entries
+            .par_iter()
+            .map(|entry| {
+                let Some(stat) = entry.stat else {
+                    return Ok(None);
+                };
+                if let Some(sha256) = cache.lookup(&entry.relative, &stat) {
+                    return Ok(Some(FileContent {
+                        sha256,
+                        read: false,
+                    }));
+                }
+                let sha256 = sha256_file(&entry.absolute)?;
+                Ok(Some(FileContent { sha256, read: true }))
+            })
+            .collect();
+        results.into_iter().collect()
+    }
+
+    /// Encodes every entry, with `sha256s[i]` as the content of entry `i`
+    /// when it is a regular file.
+    fn encode_digest(&self, sha256s: &[Option<[u8; 32]>]) -> String {
         let mut encoder = KeyEncoder::new("local-context");
-        for entry in &self.entries {
+        for (entry, sha256) in self.entries.iter().zip(sha256s) {
             encoder.text("path", &entry.relative);
             encoder.field("mode", &entry.mode.to_be_bytes());
             match &entry.kind {
                 EntryKind::File => {
                     encoder.text("kind", "file");
-                    encoder.text("sha256", &sha256_file(&entry.absolute)?);
+                    let sha256 = sha256.expect("every regular file is hashed");
+                    encoder.text("sha256", &hex::encode(sha256));
                 }
                 EntryKind::Dir => {
                     encoder.text("kind", "dir");
@@ -195,21 +313,30 @@ impl LocalContext {
                 }
             }
         }
-        Ok(encoder.finish())
+        encoder.finish()
     }
 
     /// Returns each entry's relative path with what the cache key reads of
     /// it: a file's content digest, or a folder or symlink with its mode.
-    /// Unreadable files give the error text, as [`LocalContext::digest`]
+    /// The file digests are those the key was computed from, so no file is
+    /// read again. When the key's digest failed, each file is read here, and
+    /// unreadable files give the error text, as [`LocalContext::digest`]
     /// does.
     pub fn entry_digests(&self) -> Vec<(String, String)> {
+        self.digest();
+        let key_sha256s = self.file_sha256s.get();
+
         self.entries
             .iter()
-            .map(|entry| {
+            .enumerate()
+            .map(|(index, entry)| {
                 let digest = match &entry.kind {
-                    EntryKind::File => {
-                        sha256_file(&entry.absolute).unwrap_or_else(|error| error.to_string())
-                    }
+                    EntryKind::File => match key_sha256s.and_then(|sha256s| sha256s[index]) {
+                        Some(sha256) => hex::encode(sha256),
+                        None => sha256_file(&entry.absolute)
+                            .map(hex::encode)
+                            .unwrap_or_else(|error| error.to_string()),
+                    },
                     EntryKind::Dir => "folder".to_string(),
                     EntryKind::Symlink { target } => format!("symlink to {}", target.display()),
                 };
@@ -296,10 +423,39 @@ fn append_entry<W: io::Write>(
             let size = file.metadata().map_err(io_error)?.len();
             header.set_entry_type(tar::EntryType::Regular);
             header.set_size(size);
+            let content = ExactSize {
+                file: file.take(size),
+                remaining: size,
+            };
             archive
-                .append_data(&mut header, name, file.take(size))
+                .append_data(&mut header, name, content)
                 .map_err(io_error)
         }
+    }
+}
+
+/// A file's content that fails when the file ends before `remaining`
+/// bytes, because the tar header already gave that size. Without the check,
+/// a file that shrinks while it is packed gives a corrupt archive.
+struct ExactSize<R> {
+    file: R,
+    remaining: u64,
+}
+
+impl<R: Read> Read for ExactSize<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.file.read(buffer)?;
+        if read == 0 && self.remaining > 0 && !buffer.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the file became {} bytes shorter while it was packed",
+                    self.remaining
+                ),
+            ));
+        }
+        self.remaining -= read as u64;
+        Ok(read)
     }
 }
 
@@ -361,46 +517,81 @@ fn anchor_dockerignore_line(line: &str) -> String {
     }
 }
 
-fn walk(
-    root: &Path,
-    dir: &Path,
-    matcher: &Gitignore,
-    entries: &mut Vec<ContextEntry>,
-    excludes_any: &mut bool,
-) -> Result<(), ContextError> {
-    let listing = fs::read_dir(dir).map_err(|source| ContextError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+/// Entries found under a folder, in no particular order.
+#[derive(Default)]
+struct Walked {
+    entries: Vec<ContextEntry>,
+    /// True when ignore rules left out at least one entry.
+    excludes_any: bool,
+}
 
-    for item in listing {
-        let item = item.map_err(|source| ContextError::Io {
+impl Walked {
+    fn absorb(&mut self, other: Walked) {
+        self.entries.extend(other.entries);
+        self.excludes_any |= other.excludes_any;
+    }
+}
+
+/// Collects the entries under `dir` that `matcher` keeps. The items of a
+/// folder, and the folders below it, are read in parallel.
+fn walk(root: &Path, dir: &Path, matcher: &Gitignore) -> Result<Walked, ContextError> {
+    let items = fs::read_dir(dir)
+        .and_then(|listing| listing.collect::<io::Result<Vec<_>>>())
+        .map_err(|source| ContextError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
-        let path = item.path();
-        let metadata = fs::symlink_metadata(&path).map_err(|source| ContextError::Io {
-            path: path.clone(),
-            source,
-        })?;
 
-        if matcher.matched(&path, metadata.is_dir()).is_ignore() {
-            *excludes_any = true;
-            continue;
-        }
+    items
+        .par_iter()
+        .map(|item| walk_item(root, item, matcher))
+        .try_fold(Walked::default, |mut walked, item| {
+            walked.absorb(item?);
+            Ok(walked)
+        })
+        .try_reduce(Walked::default, |mut walked, other| {
+            walked.absorb(other);
+            Ok(walked)
+        })
+}
 
-        let relative = path
-            .strip_prefix(root)
-            .expect("walked paths are under the root")
-            .to_string_lossy()
-            .into_owned();
-        entries.push(entry_for(&path, relative, &metadata)?);
+/// Collects one item of a folder listing, and everything below it when it
+/// is a folder.
+fn walk_item(
+    root: &Path,
+    item: &fs::DirEntry,
+    matcher: &Gitignore,
+) -> Result<Walked, ContextError> {
+    let path = item.path();
+    // Read relative to the open folder, and without following symlinks.
+    let metadata = item.metadata().map_err(|source| ContextError::Io {
+        path: path.clone(),
+        source,
+    })?;
 
-        if metadata.is_dir() {
-            walk(root, &path, matcher, entries, excludes_any)?;
-        }
+    if matcher.matched(&path, metadata.is_dir()).is_ignore() {
+        return Ok(Walked {
+            entries: Vec::new(),
+            excludes_any: true,
+        });
     }
-    Ok(())
+
+    let relative = path
+        .strip_prefix(root)
+        .expect("walked paths are under the root")
+        .to_string_lossy()
+        .into_owned();
+    let entry = entry_for(&path, relative, &metadata)?;
+    if !metadata.is_dir() {
+        return Ok(Walked {
+            entries: vec![entry],
+            excludes_any: false,
+        });
+    }
+
+    let mut below = walk(root, &path, matcher)?;
+    below.entries.push(entry);
+    Ok(below)
 }
 
 fn entry_for(
@@ -420,16 +611,18 @@ fn entry_for(
     } else {
         EntryKind::File
     };
+    let stat = matches!(kind, EntryKind::File).then(|| FileStat::of(metadata));
 
     Ok(ContextEntry {
         relative,
         absolute: path.to_path_buf(),
         mode: metadata.permissions().mode() & 0o7777,
         kind,
+        stat,
     })
 }
 
-fn sha256_file(path: &Path) -> Result<String, ContextError> {
+fn sha256_file(path: &Path) -> Result<[u8; 32], ContextError> {
     let io_error = |source| ContextError::Io {
         path: path.to_path_buf(),
         source,
@@ -437,7 +630,7 @@ fn sha256_file(path: &Path) -> Result<String, ContextError> {
     let mut file = fs::File::open(path).map_err(io_error)?;
     let mut hasher = Sha256::new();
     io::copy(&mut file, &mut hasher).map_err(io_error)?;
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finalize().into())
 }
 
 fn missing_or_io(path: &Path, source: io::Error) -> ContextError {
@@ -541,6 +734,176 @@ mod tests {
             after_mode,
             "content did not change the digest"
         );
+    }
+
+    /// Collects `root` as if a minute later than now, so that no file is
+    /// young enough for the stat cache's racy-entry rule.
+    fn collect_a_minute_later(root: &Path) -> LocalContext {
+        let mut context = LocalContext::dir(root.to_path_buf(), ".", &[]).unwrap();
+        context.collected_at = context
+            .collected_at
+            .plus(std::time::Duration::from_secs(60));
+        context
+    }
+
+    fn tree_of_three_files() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("pkg")).unwrap();
+        fs::write(dir.path().join("a.txt"), "one").unwrap();
+        fs::write(dir.path().join("pkg/b.txt"), "two").unwrap();
+        fs::write(dir.path().join("pkg/c.txt"), "three").unwrap();
+        dir
+    }
+
+    #[test]
+    fn stat_cache_skips_unchanged_files() {
+        let tree = tree_of_three_files();
+        let cache_folder = tempfile::tempdir().unwrap();
+        let cache_file = cache_folder.path().join("stat");
+        let uncached = LocalContext::dir(tree.path().to_path_buf(), ".", &[])
+            .unwrap()
+            .compute_digest()
+            .unwrap();
+
+        let cold = collect_a_minute_later(tree.path())
+            .digest_with_cache(&StatCache::load(cache_file.clone()))
+            .unwrap();
+        let warm = collect_a_minute_later(tree.path())
+            .digest_with_cache(&StatCache::load(cache_file))
+            .unwrap();
+
+        assert_eq!(cold.1, 3, "files read with an empty cache");
+        assert_eq!(warm.1, 0, "files read with a warm cache");
+        assert_eq!(cold.0, uncached, "the cache changed the digest");
+        assert_eq!(warm.0, uncached, "the cache changed the digest");
+    }
+
+    #[test]
+    fn stat_cache_catches_same_size_rewrites() {
+        let tree = tree_of_three_files();
+        let cache_folder = tempfile::tempdir().unwrap();
+        let cache_file = cache_folder.path().join("stat");
+        let digest = || {
+            collect_a_minute_later(tree.path())
+                .digest_with_cache(&StatCache::load(cache_file.clone()))
+                .unwrap()
+        };
+        let restore_mtime = |path: &Path, mtime| {
+            fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(mtime)
+                .unwrap();
+        };
+        let first = digest();
+        // A coarse kernel clock ticks every few milliseconds, and the
+        // change time must move past the one the cache recorded.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+
+        // Rewritten in place: same inode and size, modification time put back.
+        let a = tree.path().join("a.txt");
+        let a_mtime = fs::metadata(&a).unwrap().modified().unwrap();
+        fs::write(&a, "uno").unwrap();
+        restore_mtime(&a, a_mtime);
+        let in_place = digest();
+        assert_eq!(in_place.1, 1, "files read after an in-place rewrite");
+        assert_ne!(in_place.0, first.0, "an in-place rewrite kept the digest");
+
+        // Replaced by another file: a new inode, same size and times.
+        let b = tree.path().join("pkg/b.txt");
+        let b_mtime = fs::metadata(&b).unwrap().modified().unwrap();
+        let replacement = tree.path().join("pkg/b.new");
+        fs::write(&replacement, "dos").unwrap();
+        restore_mtime(&replacement, b_mtime);
+        fs::rename(&replacement, &b).unwrap();
+        let replaced = digest();
+        assert_eq!(replaced.1, 1, "files read after a replacement");
+        assert_ne!(replaced.0, in_place.0, "a replacement kept the digest");
+    }
+
+    #[test]
+    fn stat_cache_rereads_racy_files() {
+        let tree = tree_of_three_files();
+        let cache_folder = tempfile::tempdir().unwrap();
+        let cache_file = cache_folder.path().join("stat");
+        // Collected in the same instant as the newest write, however slow
+        // the machine running the test is.
+        let digest = || {
+            let mut context = LocalContext::dir(tree.path().to_path_buf(), ".", &[]).unwrap();
+            context.collected_at = context
+                .entries
+                .iter()
+                .filter_map(|entry| entry.stat)
+                .map(|stat| stat.modified.max(stat.changed))
+                .max()
+                .unwrap();
+            context
+                .digest_with_cache(&StatCache::load(cache_file.clone()))
+                .unwrap()
+        };
+
+        let first = digest();
+        let second = digest();
+
+        assert_eq!(second.1, 3, "racy files were trusted");
+        assert_eq!(second.0, first.0);
+    }
+
+    #[test]
+    fn damaged_stat_cache_costs_a_rehash() {
+        let tree = tree_of_three_files();
+        let cache_folder = tempfile::tempdir().unwrap();
+        let cache_file = cache_folder.path().join("stat");
+        let digest = || {
+            collect_a_minute_later(tree.path())
+                .digest_with_cache(&StatCache::load(cache_file.clone()))
+                .unwrap()
+        };
+        let first = digest();
+        let mut bytes = fs::read(&cache_file).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&cache_file, bytes).unwrap();
+
+        let after_damage = digest();
+
+        assert_eq!(after_damage.1, 3, "files read after the cache was damaged");
+        assert_eq!(after_damage.0, first.0);
+        assert_eq!(digest().1, 0, "the cache was not rewritten");
+    }
+
+    #[test]
+    fn shrunken_file_fails_packing() {
+        let mut content = ExactSize {
+            file: &b"abc"[..],
+            remaining: 5,
+        };
+        let mut read = Vec::new();
+
+        let error = content.read_to_end(&mut read).unwrap_err();
+
+        assert_eq!(read, b"abc");
+        assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(error.to_string().contains("2 bytes shorter"), "{error}");
+    }
+
+    #[test]
+    fn entry_digests_are_the_keys_inputs() {
+        let tree = tree_of_three_files();
+        let context = LocalContext::dir(tree.path().to_path_buf(), ".", &[]).unwrap();
+        context.digest();
+        // Changed after the key was computed: the listing still shows what
+        // the key read, because it reads no file again.
+        fs::write(tree.path().join("a.txt"), "changed").unwrap();
+
+        let digests: std::collections::BTreeMap<_, _> =
+            context.entry_digests().into_iter().collect();
+
+        let one = hex::encode(Sha256::digest(b"one"));
+        assert_eq!(digests["a.txt"], format!("{one} mode 644"));
+        assert_eq!(digests["pkg"], "folder mode 755");
+        assert_eq!(digests.len(), 5, "{digests:?}");
     }
 
     fn archive_names(bytes: &[u8]) -> Vec<String> {

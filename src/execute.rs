@@ -10,10 +10,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use crate::backend::{
     relocate_archive, BuildEnvironment, Docker, ImageConfig, StepContainer, StepOutcome,
+    StreamedTar,
 };
 use crate::build_lock;
 use crate::cache_index::CacheIndex;
-use crate::context::{ContextKind, LocalContext};
+use crate::context::{ContextError, ContextKind, LocalContext};
 use crate::diagnostics::{DockerfileFailed, Error, StepFailed, StepTimedOut};
 use crate::explain::{InputManifest, ManifestStore};
 use crate::image::{ConfigChange, CopyStep, DockerfileStep, Layer, Step};
@@ -465,11 +466,6 @@ impl Executor<'_> {
 /// Name a Dockerfile from outside its context gets inside the build archive.
 const ADDED_DOCKERFILE_NAME: &str = ".dockerfile.imgscript";
 
-/// Packs a Dockerfile's context and returns it with the Dockerfile's name in
-/// it. A Dockerfile inside its context is used where it is. One from outside
-/// is added under [`ADDED_DOCKERFILE_NAME`] and listed in the archive's
-/// `.dockerignore`, so the daemon drops it from the context after reading it
-/// and `COPY .` does not copy it, as the docker CLI does.
 impl Executor<'_> {
     /// Takes the lock that keeps other imgscript processes from building
     /// the step of `key` at the same time, saying so when it must wait.
@@ -543,11 +539,14 @@ async fn fetch_python(
     }
 }
 
-fn dockerfile_archive(
-    dockerfile: &DockerfileStep,
-) -> Result<(Vec<u8>, String), Box<dyn std::error::Error>> {
-    let context = &dockerfile.context;
-    let mut archive = tar::Builder::new(Vec::new());
+/// Packs a Dockerfile's context into an archive that is written while the
+/// engine reads it, and returns it with the Dockerfile's name in it. A
+/// Dockerfile inside its context is used where it is. One from outside is
+/// added under [`ADDED_DOCKERFILE_NAME`] and listed in the archive's
+/// `.dockerignore`, so the daemon drops it from the context after reading it
+/// and `COPY .` does not copy it, as the docker CLI does.
+fn dockerfile_archive(dockerfile: &DockerfileStep) -> Result<(StreamedTar, String), ContextError> {
+    let context = Arc::clone(&dockerfile.context);
     let inside = dockerfile
         .path
         .strip_prefix(&context.source)
@@ -560,16 +559,41 @@ fn dockerfile_archive(
                 .any(|entry| entry.relative == *relative)
         });
     if let Some(relative) = inside {
-        context.append_to_archive(&mut archive, "/")?;
-        return Ok((archive.into_inner()?, relative));
+        let archive = StreamedTar::spawn(move |archive| {
+            context
+                .append_to_archive(archive, "/")
+                .map_err(|error| packing_error(&context.source, error))
+        });
+        return Ok((archive, relative));
     }
 
+    let ignore_text = dockerignore_with_added_dockerfile(&context)?;
+    let dockerfile_text = dockerfile.text.clone();
+    let archive = StreamedTar::spawn(move |archive| {
+        context
+            .append_entries_to_archive(archive, "/", |entry| entry.relative != ".dockerignore")
+            .map_err(|error| packing_error(&context.source, error))?;
+        append_file(archive, ADDED_DOCKERFILE_NAME, &dockerfile_text)
+            .and_then(|()| append_file(archive, ".dockerignore", &ignore_text))
+            .map_err(|error| Error::docker("streaming a Dockerfile's context", error))
+    });
+    Ok((archive, ADDED_DOCKERFILE_NAME.to_string()))
+}
+
+/// Returns the context's `.dockerignore` with a line that leaves out the
+/// Dockerfile added under [`ADDED_DOCKERFILE_NAME`].
+fn dockerignore_with_added_dockerfile(context: &LocalContext) -> Result<String, ContextError> {
     let dockerignore = context
         .entries
         .iter()
         .find(|entry| entry.relative == ".dockerignore");
     let mut ignore_text = match dockerignore {
-        Some(entry) => std::fs::read_to_string(&entry.absolute)?,
+        Some(entry) => {
+            std::fs::read_to_string(&entry.absolute).map_err(|source| ContextError::Io {
+                path: entry.absolute.clone(),
+                source,
+            })?
+        }
         None => String::new(),
     };
     if !ignore_text.is_empty() && !ignore_text.ends_with('\n') {
@@ -577,21 +601,35 @@ fn dockerfile_archive(
     }
     ignore_text.push_str(ADDED_DOCKERFILE_NAME);
     ignore_text.push('\n');
-
-    context
-        .append_entries_to_archive(&mut archive, "/", |entry| entry.relative != ".dockerignore")?;
-    append_file(&mut archive, ADDED_DOCKERFILE_NAME, &dockerfile.text)?;
-    append_file(&mut archive, ".dockerignore", &ignore_text)?;
-    Ok((archive.into_inner()?, ADDED_DOCKERFILE_NAME.to_string()))
+    Ok(ignore_text)
 }
 
-fn append_file(archive: &mut tar::Builder<Vec<u8>>, name: &str, text: &str) -> std::io::Result<()> {
+fn append_file<W: std::io::Write>(
+    archive: &mut tar::Builder<W>,
+    name: &str,
+    text: &str,
+) -> std::io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_size(text.len() as u64);
     header.set_mode(0o644);
     header.set_mtime(crate::context::ARCHIVE_MTIME);
     header.set_entry_type(tar::EntryType::Regular);
     archive.append_data(&mut header, name, text.as_bytes())
+}
+
+/// Turns a failure to read a local file while packing into an error that
+/// names the file. `context_root` names the context for the other kinds.
+fn packing_error(context_root: &std::path::Path, error: ContextError) -> Error {
+    match error {
+        ContextError::Io { path, source } => Error::Read {
+            path,
+            reason: source.to_string(),
+        },
+        other => Error::Read {
+            path: context_root.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// The order steps to build start in: a step is ready once every step it
@@ -665,13 +703,10 @@ fn needed_steps(plan: &Plan) -> Vec<bool> {
     needed
 }
 
-/// Packs the files of a copy step. A single file goes inside the
-/// destination when that is an existing folder, as Docker's `COPY` does.
-fn pack_local_files(copy: &CopyStep, destination_is_folder: bool) -> Result<Vec<u8>, Error> {
-    let read_error = |reason: String| Error::Read {
-        path: copy.context.source.clone(),
-        reason,
-    };
+/// Packs the files of a copy step into an archive that is written while
+/// the engine reads it. A single file goes inside the destination when that
+/// is an existing folder, as Docker's `COPY` does.
+fn pack_local_files(copy: &CopyStep, destination_is_folder: bool) -> Result<StreamedTar, Error> {
     let destination = match (copy.context.kind, destination_is_folder) {
         (ContextKind::File, true) => {
             let name = copy
@@ -684,15 +719,12 @@ fn pack_local_files(copy: &CopyStep, destination_is_folder: bool) -> Result<Vec<
         }
         _ => copy.destination.clone(),
     };
-    // NOTE: the archive is built in memory before it is sent, so baking a
-    // large folder takes as much memory as its files.
-    let mut archive = tar::Builder::new(Vec::new());
-    copy.context
-        .append_to_archive(&mut archive, &destination)
-        .map_err(|error| read_error(error.to_string()))?;
-    archive
-        .into_inner()
-        .map_err(|error| read_error(error.to_string()))
+    let context = Arc::clone(&copy.context);
+    Ok(StreamedTar::spawn(move |archive| {
+        context
+            .append_to_archive(archive, &destination)
+            .map_err(|error| packing_error(&context.source, error))
+    }))
 }
 
 /// Records a committed step in the config: a new layer when the commit

@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{docker_message, Commit, Docker, OUTPUT_TAIL_LINES};
+use super::{docker_message, Commit, Docker, TarArchive, OUTPUT_TAIL_LINES};
 use crate::diagnostics::{Error, GpuUnavailable};
 use crate::gpu::GpuRequest;
 use crate::python_build::ARCHIVE_PATH as PYTHON_ARCHIVE_PATH;
@@ -291,32 +291,40 @@ impl Docker {
     /// `make_archive` receives whether `destination` is a folder in the
     /// parent image (following symlinks), since Docker's `COPY` places a
     /// file inside an existing folder rather than over it.
-    pub async fn copy_step(
+    pub async fn copy_step<A: Into<TarArchive>>(
         &self,
         parent: &str,
         destination: &str,
-        make_archive: impl FnOnce(bool) -> Result<Vec<u8>, Error>,
+        make_archive: impl FnOnce(bool) -> Result<A, Error>,
     ) -> Result<Commit, Error> {
         let container = self.create_idle_container(parent).await?;
         let result = async {
             let destination_is_folder = self.is_folder_in(&container, destination).await?;
             let archive = make_archive(destination_is_folder)?;
-            let options = UploadToContainerOptionsBuilder::default().path("/").build();
-            self.client
-                .upload_to_container(
-                    &container,
-                    Some(options),
-                    bollard::body_full(archive.into()),
-                )
-                .await
-                .map_err(|error| {
-                    Error::docker("copying local files into a build container", error)
-                })?;
+            self.upload_archive(&container, archive.into()).await?;
             self.commit_layer(&container).await
         }
         .await;
         self.remove_container(&container).await;
         result
+    }
+
+    /// Unpacks `archive` at `/` in a container. An error of a streamed
+    /// archive's writer (a file it failed to read, say) wins over the
+    /// engine's, since it is why the engine saw the archive break off.
+    async fn upload_archive(&self, container: &str, archive: TarArchive) -> Result<(), Error> {
+        let options = UploadToContainerOptionsBuilder::default().path("/").build();
+        let (body, writer) = archive.into_body(bollard::body_full, |chunks| {
+            bollard::body_try_stream(chunks)
+        });
+
+        let uploaded = self
+            .client
+            .upload_to_container(container, Some(options), body)
+            .await;
+
+        writer.finish().await?;
+        uploaded.map_err(|error| Error::docker("copying local files into a build container", error))
     }
 
     /// Returns whether `path` is a folder in `image`.

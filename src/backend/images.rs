@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as BollardError;
-use bollard::models::ImageInspect;
+use bollard::models::{BuildInfo, ImageInspect};
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateImageOptionsBuilder, ImportImageOptionsBuilder,
     ListImagesOptionsBuilder, RemoveImageOptionsBuilder, TagImageOptionsBuilder,
@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use tracing::{debug, trace};
 
 use super::image_config::{layers_digest, HISTORY_LABEL, KEY_LABEL, LAYERS_LABEL};
-use super::{docker_message, Docker, ImageConfig, OUTPUT_TAIL_LINES};
+use super::{docker_message, Docker, ImageConfig, TarArchive, OUTPUT_TAIL_LINES};
 use crate::diagnostics::Error;
 use crate::reference::{registry_of, split_tag};
 
@@ -260,10 +260,12 @@ impl Docker {
     /// Builds the Dockerfile named `dockerfile` inside the context
     /// `archive` with the engine's classic builder, which removes its
     /// intermediate containers whatever the outcome. Returns the built
-    /// image's id, or the failure the build reported.
+    /// image's id, or the failure the build reported. An error of a
+    /// streamed archive's writer wins over the engine's, since it is why
+    /// the engine saw the context break off.
     pub async fn build_dockerfile(
         &self,
-        archive: Vec<u8>,
+        archive: impl Into<TarArchive>,
         dockerfile: &str,
         build_args: &std::collections::BTreeMap<String, String>,
         output: &mut (dyn FnMut(&str) + Send),
@@ -278,38 +280,53 @@ impl Docker {
             .rm(true)
             .forcerm(true)
             .build();
-        let mut stream =
-            self.client
-                .build_image(options, None, Some(bollard::body_full(archive.into())));
+        let (body, writer) = archive.into().into_body(bollard::body_full, |chunks| {
+            bollard::body_try_stream(chunks)
+        });
 
-        let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
-        let mut image_id = None;
-        while let Some(item) = stream.next().await {
-            let info = match item {
-                Ok(info) => info,
-                Err(BollardError::DockerStreamError { error }) => {
-                    return Ok(Err(BuildFailure {
-                        message: error.trim().to_string(),
-                        output_tail: tail.into_iter().collect(),
-                    }))
-                }
-                Err(error) => return Err(Error::docker("building a Dockerfile", error)),
-            };
-            if let Some(text) = &info.stream {
-                for line in text.lines().filter(|line| !line.trim().is_empty()) {
-                    if tail.len() == OUTPUT_TAIL_LINES {
-                        tail.pop_front();
-                    }
-                    tail.push_back(line.to_string());
-                    output(line);
-                }
+        let stream = self.client.build_image(options, None, Some(body));
+        let built = read_build_output(stream, output).await;
+
+        writer.finish().await?;
+        built
+    }
+}
+
+/// Reads a build's progress to its end, passing each line of output to
+/// `output`, and returns the built image's id or the failure the build
+/// reported.
+async fn read_build_output(
+    stream: impl futures_util::Stream<Item = Result<BuildInfo, BollardError>>,
+    output: &mut (dyn FnMut(&str) + Send),
+) -> Result<Result<String, BuildFailure>, Error> {
+    let mut stream = std::pin::pin!(stream);
+    let mut tail = VecDeque::with_capacity(OUTPUT_TAIL_LINES);
+    let mut image_id = None;
+    while let Some(item) = stream.next().await {
+        let info = match item {
+            Ok(info) => info,
+            Err(BollardError::DockerStreamError { error }) => {
+                return Ok(Err(BuildFailure {
+                    message: error.trim().to_string(),
+                    output_tail: tail.into_iter().collect(),
+                }))
             }
-            if let Some(id) = info.aux.and_then(|aux| aux.id) {
-                image_id = Some(id);
+            Err(error) => return Err(Error::docker("building a Dockerfile", error)),
+        };
+        if let Some(text) = &info.stream {
+            for line in text.lines().filter(|line| !line.trim().is_empty()) {
+                if tail.len() == OUTPUT_TAIL_LINES {
+                    tail.pop_front();
+                }
+                tail.push_back(line.to_string());
+                output(line);
             }
         }
-        image_id
-            .map(Ok)
-            .ok_or_else(|| Error::docker("building a Dockerfile", "the build reported no image id"))
+        if let Some(id) = info.aux.and_then(|aux| aux.id) {
+            image_id = Some(id);
+        }
     }
+    image_id
+        .map(Ok)
+        .ok_or_else(|| Error::docker("building a Dockerfile", "the build reported no image id"))
 }

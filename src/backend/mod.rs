@@ -10,6 +10,7 @@
 mod containers;
 pub mod image_config;
 mod images;
+mod tar_stream;
 mod terminal;
 
 use std::collections::HashSet;
@@ -28,6 +29,7 @@ pub use containers::{
 };
 pub use image_config::ImageConfig;
 pub use images::{BuildFailure, CachedImage};
+pub use tar_stream::{ArchiveWriter, ChunkStream, ChunkWriter, StreamedTar, TarArchive};
 
 /// Lines of step output kept for the message of a failed step.
 const OUTPUT_TAIL_LINES: usize = 20;
