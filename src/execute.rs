@@ -83,8 +83,22 @@ impl<'a> Executor<'a> {
         plan: &Plan,
         tag_override: Option<&str>,
     ) -> Result<Vec<Delivered>, Error> {
-        let mut images = self.build_all(plan).await?;
+        let delivered = match self.build_all(plan).await {
+            Ok(mut images) => self.deliver_all(plan, &mut images, tag_override).await,
+            Err(error) => Err(error),
+        };
+        // Removing build containers overlaps the later steps; a run ends
+        // only once they are gone.
+        self.docker.finish_removals().await;
+        delivered
+    }
 
+    async fn deliver_all(
+        &self,
+        plan: &Plan,
+        images: &mut [Option<StepImage>],
+        tag_override: Option<&str>,
+    ) -> Result<Vec<Delivered>, Error> {
         let mut delivered = Vec::new();
         for target in &plan.targets {
             let image = images[target.step]

@@ -189,11 +189,7 @@ fn daemon_restart_mid_build_fails_clearly_then_recovers() {
         "the error should name the Docker daemon: {}",
         failed.stderr
     );
-    assert!(
-        !failed.stderr.contains("panicked"),
-        "{}",
-        failed.stderr
-    );
+    assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
     let again = run(imgscript().arg("run").arg(&script));
     assert_eq!(again.code, 0, "{}", again.stderr);
     for container in all_containers() {

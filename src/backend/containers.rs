@@ -185,7 +185,7 @@ impl Docker {
         };
         let container = self.create_container(body).await?;
         let outcome = self.run_and_commit(&container, step, output).await;
-        self.remove_container(&container).await;
+        self.remove_container_later(&container);
         outcome
     }
 
@@ -305,7 +305,7 @@ impl Docker {
             self.commit_layer(&container).await
         }
         .await;
-        self.remove_container(&container).await;
+        self.remove_container_later(&container);
         result
     }
 

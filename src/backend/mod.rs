@@ -51,6 +51,8 @@ pub struct Docker {
 struct Leftovers {
     containers: HashSet<String>,
     commits: HashSet<String>,
+    /// Container removals still running in the background.
+    removals: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// A committed build container: the image the commit made, and its layer
@@ -140,6 +142,24 @@ impl Docker {
         self.leftovers().containers.remove(id);
     }
 
+    /// Removes a container in the background, so the next step need not
+    /// wait: removing a container that wrote many files takes a second or
+    /// more. [`Docker::finish_removals`] waits for every such removal.
+    fn remove_container_later(&self, id: &str) {
+        let docker = self.clone();
+        let id = id.to_string();
+        let removal = tokio::spawn(async move { docker.remove_container(&id).await });
+        self.leftovers().removals.push(removal);
+    }
+
+    /// Waits for the container removals that run in the background.
+    pub async fn finish_removals(&self) {
+        let removals = std::mem::take(&mut self.leftovers().removals);
+        for removal in removals {
+            let _ = removal.await;
+        }
+    }
+
     /// Removes the image a commit made, once a loaded image holds its layer.
     pub async fn discard_commit(&self, commit: &Commit) {
         self.remove_commit(&commit.image).await;
@@ -169,6 +189,7 @@ impl Docker {
     /// Removes every container this connection created that still exists,
     /// and the committed images not yet discarded. Called on Ctrl-C.
     pub async fn clean_up(&self) {
+        self.finish_removals().await;
         let containers: Vec<String> = self.leftovers().containers.iter().cloned().collect();
         for container in containers {
             self.remove_container(&container).await;
