@@ -131,16 +131,16 @@ fn restart_dockerd() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let log = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open("/var/log/imgscript-dockerd.log")
+    // Through a shell, so that the daemon outlives this test as it
+    // outlives tests/setup.sh.
+    let started = std::process::Command::new("sh")
+        .args([
+            "-c",
+            "nohup dockerd >>/var/log/imgscript-dockerd.log 2>&1 &",
+        ])
+        .status()
         .unwrap();
-    std::process::Command::new("dockerd")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    assert!(started.success());
     while !std::process::Command::new("docker")
         .arg("info")
         .output()
