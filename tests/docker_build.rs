@@ -870,3 +870,87 @@ debian_slim("3.11")
         "attached.txt\nbaked.txt\nexisting.txt\ntool\na.txt\nkeep\nattached\n"
     );
 }
+
+#[test]
+fn unreachable_package_index_shows_command_and_output() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    // A port on this machine that nothing listens on.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = listener.local_addr().unwrap();
+    drop(listener);
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"debian_slim("3.11")
+    .env(#{{ NONCE: "{}" }})
+    .pip_install(["requests"], #{{ index_url: "http://{closed}/simple" }})"#,
+            nonce()
+        ),
+    );
+
+    let result = run(imgscript()
+        .args(["run", "--progress", "plain"])
+        .arg(&script)
+        .env("NO_COLOR", "1"));
+
+    assert_eq!(result.code, 1, "{}", result.stderr);
+    assert!(
+        result.stderr.contains("step `pip_install` failed"),
+        "{}",
+        result.stderr
+    );
+    assert!(
+        result
+            .stderr
+            .contains(&format!("--index-url http://{closed}/simple")),
+        "the message should show the command: {}",
+        result.stderr
+    );
+    assert!(
+        result.stderr.contains("Connection refused")
+            || result.stderr.contains("No matching distribution"),
+        "the message should show the output's tail: {}",
+        result.stderr
+    );
+}
+
+#[test]
+fn symlinks_in_a_copied_tree_stay_links() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let outside = workspace.write("outside.txt", &format!("outside {}\n", nonce()));
+    workspace.write("tree/inside.txt", "inside\n");
+    std::os::unix::fs::symlink(&outside, workspace.path().join("tree/out-link")).unwrap();
+    std::os::unix::fs::symlink("/etc", workspace.path().join("tree/etc-link")).unwrap();
+    let script = script_with(
+        &workspace,
+        r#"debian_slim("3.11").add_local_dir("./tree", "/tree", #{ copy: true })"#,
+    );
+
+    let id = image_id(&build(&script, &[]));
+
+    let listing = docker(&[
+        "run",
+        "--rm",
+        &id,
+        "sh",
+        "-c",
+        "readlink /tree/out-link; readlink /tree/etc-link; ls /tree",
+    ]);
+    assert_eq!(
+        listing,
+        format!(
+            "{}\n/etc\netc-link\ninside.txt\nout-link",
+            outside.display()
+        )
+    );
+    let through_link = std::process::Command::new("docker")
+        .args(["run", "--rm", &id, "cat", "/tree/out-link"])
+        .output()
+        .unwrap();
+    assert!(
+        !through_link.status.success(),
+        "the link must not carry the outside file into the image"
+    );
+}

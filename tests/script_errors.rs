@@ -318,3 +318,19 @@ fn modules_importing_each_other_stop() {
     assert_eq!(code, 1, "{stderr}");
     insta::assert_snapshot!(stderr);
 }
+
+#[test]
+fn scripts_cannot_reach_host_files_or_commands() {
+    for call in [
+        "open_file(\"/etc/passwd\")",
+        "read_file(\"/etc/passwd\")",
+        "system(\"id\")",
+        "exec(\"id\")",
+    ] {
+        let stderr = check_error(&format!("{call};\ndebian_slim(\"3.11\")\n"));
+        assert!(
+            stderr.contains("unknown function") || stderr.contains("not found"),
+            "{call}: {stderr}"
+        );
+    }
+}
