@@ -1,7 +1,7 @@
 //! Explained plans: for every step to build, what changed since the step
 //! was last built.
 //!
-//! A cache key is a hash, so a miss alone cannot say which input differs.
+//! A cache key is a hash, so a miss alone cannot tell which input differs.
 //! After building a step, the executor therefore records the step's input
 //! manifest next to its key: each named input (a command, an option, an
 //! environment variable) and the digest of each local file it read. To
@@ -24,13 +24,14 @@ use crate::context::LocalContext;
 use crate::image::{BaseImage, ConfigChange, Layer, Step};
 use crate::plan::{Plan, PlannedStep, Reason, Status};
 
-/// Longest input value an explanation quotes; longer ones are only named.
+/// Maximum length of an input value an explanation quotes; longer ones
+/// are only named.
 const QUOTED_VALUE_LIMIT: usize = 100;
 
-/// Most paths an explanation lists per kind of file change.
+/// Maximum number of paths an explanation lists per kind of file change.
 const LISTED_PATHS_LIMIT: usize = 10;
 
-/// What a step read when it was built.
+/// The inputs a step read when it was built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputManifest {
     /// The builder function, such as `apt_install`.
@@ -166,12 +167,13 @@ fn lines_of(text: &str) -> Vec<String> {
     text.lines().map(str::to_string).collect()
 }
 
-/// Why one step of a plan builds, with what changed where that is known.
+/// The reason one step of a plan builds, with the changes behind it where
+/// they are known.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     /// The planner's reason, as [`Reason::describe`] words it.
     pub reason: String,
-    /// What differs from the last build of the step, one line each.
+    /// The differences from the last build of the step, one line each.
     pub changes: Vec<String>,
 }
 
