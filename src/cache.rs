@@ -4,8 +4,8 @@
 //! A layer's last use is the time a run last planned it as cached or built
 //! it, which the cache index keeps as the modification time of the layer's
 //! entry. Docker itself does not record when an image was last used. A
-//! layer the index does not know yet is taken as used when this command
-//! first sees it, and recorded so, so that it ages from then on.
+//! layer the index does not know yet is recorded as used when this command
+//! first lists it, so that it ages from then on.
 
 use std::time::{Duration, SystemTime};
 
@@ -39,7 +39,7 @@ pub async fn list(docker: &Docker, index: &CacheIndex) -> Result<Vec<CachedLayer
     Ok(layers)
 }
 
-/// Which layers a prune removes.
+/// The rules that pick the layers a prune removes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PruneRules {
     /// Remove only layers unused for longer than this.
@@ -74,7 +74,7 @@ pub fn select(layers: &[CachedLayer], rules: PruneRules, now: SystemTime) -> Vec
     selected
 }
 
-/// What a prune removed, and what the engine refused to remove.
+/// The layers a prune removed, and those the engine refused to remove.
 #[derive(Debug, Default)]
 pub struct Pruned {
     pub removed: Vec<CachedLayer>,
@@ -172,7 +172,7 @@ fn table(layers: &[CachedLayer], now: SystemTime) -> String {
     out
 }
 
-/// Removes the layers `rules` select and says what went and what stayed.
+/// Removes the layers `rules` select and reports what went and what stayed.
 pub async fn prune_command(
     rules: PruneRules,
     dry_run: bool,

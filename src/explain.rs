@@ -326,7 +326,7 @@ impl ManifestStore {
     }
 
     /// Records the manifest of a step that is never built, such as a base
-    /// image, so that a later plan can say what it was.
+    /// image, so that a later plan can name what it was.
     pub fn record_unbuilt(&self, key: &str, manifest: &InputManifest) {
         let Some(folder) = &self.folder else { return };
         let path = folder.join(key);
