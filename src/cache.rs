@@ -79,6 +79,8 @@ pub fn select(layers: &[CachedLayer], rules: PruneRules, now: SystemTime) -> Vec
 pub struct Pruned {
     pub removed: Vec<CachedLayer>,
     pub refused: Vec<(CachedLayer, String)>,
+    /// Selected layers that imgscript cannot prove it made, and so kept.
+    pub unproven: usize,
 }
 
 /// Removes the layers `rules` select. Each is first checked to be a layer
@@ -99,7 +101,8 @@ pub async fn prune(
             .made_by_imgscript(&image.image_id, &image.key)
             .await?
         {
-            tracing::debug!(image = %image.image_id, "not an imgscript layer; kept");
+            tracing::debug!(image = %image.image_id, "not proven an imgscript layer; kept");
+            pruned.unproven += 1;
             continue;
         }
         if dry_run {
@@ -193,6 +196,12 @@ pub async fn prune_command(
         eprintln!(
             "kept {}: the engine refused to remove it: {reason}",
             short_id(&layer.image.image_id)
+        );
+    }
+    if pruned.unproven > 0 {
+        eprintln!(
+            "kept {} layers that imgscript cannot prove it made: images built on a cached layer, or layers of an imgscript older than the history label",
+            pruned.unproven
         );
     }
     let bytes: u64 = pruned.removed.iter().map(|layer| layer.image.size).sum();

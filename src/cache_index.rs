@@ -44,12 +44,17 @@ impl CacheIndex {
             .is_some_and(|folder| folder.join(COMPLETE_STAMP).is_file())
     }
 
-    /// Records the first image of every listed key, and marks the index
-    /// complete.
+    /// Records the first image of every listed key that the index lacks or
+    /// holds another image for, and marks the index complete. Entries that
+    /// already match are left as they are, since their modification time
+    /// is the layer's last use.
     pub fn record_listing(&self, listed: &std::collections::HashMap<String, Vec<String>>) {
         let Some(folder) = &self.folder else { return };
         for (key, image_ids) in listed {
-            if let Some(image_id) = image_ids.first() {
+            let Some(image_id) = image_ids.first() else {
+                continue;
+            };
+            if self.lookup(key).as_deref() != Some(image_id.as_str()) {
                 self.record(key, image_id);
             }
         }

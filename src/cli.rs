@@ -458,6 +458,7 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
         result = work => {
             if result.is_err() {
                 docker.clean_up().await;
+                progress.summary(started.elapsed());
             }
             result
         }

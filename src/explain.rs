@@ -104,7 +104,8 @@ impl InputManifest {
                     self.input("gpu", gpu.to_string());
                 }
                 for secret in &run.secrets {
-                    self.input(format!("secret {}", secret.name), "(value not recorded)");
+                    // Only the name: a secret's value is never recorded.
+                    self.input(format!("secret {}", secret.name), "");
                 }
                 if let Some(staged) = &run.staged_files {
                     for (path, digest) in staged.file_digests() {
@@ -208,7 +209,7 @@ impl std::fmt::Display for Change {
                 (true, true) => write!(formatter, "{name} changed: {before:?} -> {after:?}"),
                 _ => write!(formatter, "{name} changed"),
             },
-            Change::InputAdded { name, value } if quotable(value) => {
+            Change::InputAdded { name, value } if quotable(value) && !value.is_empty() => {
                 write!(formatter, "{name} added: {value:?}")
             }
             Change::InputAdded { name, .. } => write!(formatter, "{name} added"),
@@ -306,7 +307,7 @@ impl ManifestStore {
     /// logged and otherwise ignored: they only make explanations vaguer.
     pub fn record(&self, step: &PlannedStep, key: &str, manifest: &InputManifest) {
         let Some(folder) = &self.folder else { return };
-        let location = step.layer.call.location();
+        let location = absolute_location(step);
         let writes = [
             (
                 folder.join(key),
@@ -405,6 +406,14 @@ fn explain_step(plan: &Plan, index: usize, store: &ManifestStore) -> Option<Expl
     })
 }
 
+/// The call's location with the script's absolute path, so that two
+/// projects' `build.img` never share records.
+fn absolute_location(step: &PlannedStep) -> String {
+    let call = &step.layer.call;
+    let path = std::path::absolute(&call.script.path).unwrap_or_else(|_| call.script.path.clone());
+    format!("{}:{}:{}", path.display(), call.line, call.column)
+}
+
 fn location_of(plan: &Plan, index: usize) -> String {
     plan.steps[index].layer.call.location()
 }
@@ -413,7 +422,7 @@ fn location_of(plan: &Plan, index: usize) -> String {
 fn changes_since_last_build(plan: &Plan, index: usize, store: &ManifestStore) -> Vec<String> {
     let step = &plan.steps[index];
     let current = InputManifest::of_planned(plan, index);
-    let location = step.layer.call.location();
+    let location = absolute_location(step);
     let Some(key) = step.key.as_deref() else {
         return Vec::new();
     };

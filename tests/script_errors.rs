@@ -334,3 +334,12 @@ fn scripts_cannot_reach_host_files_or_commands() {
         );
     }
 }
+
+#[test]
+fn growing_array_stops_at_size_limit() {
+    let stderr = check_error("let items = [];\nloop { items.push(\"item\"); }\n");
+    assert!(
+        stderr.contains("size of array/blob exceeds its limit"),
+        "{stderr}"
+    );
+}

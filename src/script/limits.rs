@@ -16,8 +16,11 @@ pub const MAX_OPERATIONS: u64 = 50_000_000;
 pub const MAX_CALL_LEVELS: usize = 64;
 
 pub const MAX_STRING_BYTES: usize = 16 * 1024 * 1024;
-pub const MAX_ARRAY_ITEMS: usize = 1_000_000;
-pub const MAX_MAP_ENTRIES: usize = 100_000;
+/// Rhai checks an array's or map's size on every change by walking it, so
+/// filling one costs the square of its size: 10,000 items take about a
+/// second.
+pub const MAX_ARRAY_ITEMS: usize = 10_000;
+pub const MAX_MAP_ENTRIES: usize = 10_000;
 
 /// Modules one evaluation may load, counting each import.
 pub const MAX_MODULES: usize = 1_000;
