@@ -71,7 +71,10 @@ enum Command {
         command: Vec<String>,
     },
     /// Evaluate the script and report errors; build nothing.
-    Check { file: PathBuf },
+    Check {
+        /// The `.img` script.
+        file: PathBuf,
+    },
     /// Print the layer DAG, each step marked cached, to build or to pull,
     /// as Graphviz DOT or a Mermaid flowchart.
     Graph {
@@ -80,6 +83,7 @@ enum Command {
         /// Draw only this entry of a script that ends with a map of images.
         #[arg(long)]
         target: Option<String>,
+        /// Graphviz DOT, or a Mermaid flowchart for Markdown pages.
         #[arg(long, value_enum, default_value = "dot")]
         format: crate::graph::GraphFormat,
     },
@@ -377,6 +381,7 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
         ca_bundle,
         command,
     } = request;
+    let progress_mode = progress;
     let progress = progress.reporter();
     let started = std::time::Instant::now();
     if let Some(tag) = tag {
@@ -429,9 +434,18 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
         };
         let plan = Plan::new(&docker, &cache_index, targets, options).await?;
         cache_index.touch(plan.cached_keys());
-        if explain {
-            eprint!("{}", render_plan(&plan));
-            eprintln!("{}", plan_summary(&plan));
+        match (explain, progress_mode) {
+            (false, _) => {}
+            // The JSON stream stays one object per line.
+            (true, crate::progress::ProgressMode::Json) => {
+                let mut event = plan_json(&plan);
+                event["event"] = serde_json::json!("plan");
+                eprintln!("{event}");
+            }
+            (true, _) => {
+                eprint!("{}", render_plan(&plan));
+                eprintln!("{}", plan_summary(&plan));
+            }
         }
         let delivered = Executor::new(&docker, &cache_index, &environment, progress.as_ref())
             .jobs(jobs)

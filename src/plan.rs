@@ -426,7 +426,12 @@ fn hash_reporting_progress(layer: &Layer, progress: &dyn Progress) {
         return;
     }
     let name = context.display_source();
-    progress.hashing(name, context.entries.len());
+    let files = context
+        .entries
+        .iter()
+        .filter(|entry| matches!(entry.kind, crate::context::EntryKind::File))
+        .count();
+    progress.hashing(name, files);
     let started = std::time::Instant::now();
     context.digest();
     progress.hashed(name, started.elapsed());

@@ -292,3 +292,30 @@ fn run_explain_prints_the_plan_as_a_tree_before_building() {
         .replace(&nonce, "NONCE");
     insta::assert_snapshot!(explained);
 }
+
+#[test]
+fn run_explain_with_json_progress_stays_json() {
+    let _docker = docker_test();
+    let project = Project::new();
+    let script = project.script(&format!(
+        "debian_slim(\"3.11\").run_commands([\"echo {}\"])\n",
+        nonce()
+    ));
+
+    let result = run(imgscript()
+        .args(["run", "--explain", "--progress", "json"])
+        .arg(&script)
+        .env("IMGSCRIPT_CACHE_DIR", project.cache.path()));
+
+    assert_eq!(result.code, 0, "{}", result.stderr);
+    let events: Vec<serde_json::Value> = result
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+        .collect();
+    assert_eq!(events[0]["event"], "plan");
+    assert_eq!(
+        events[0]["steps"][1]["changes"][0],
+        "no earlier build of this step is recorded"
+    );
+}

@@ -33,7 +33,8 @@ fn remove_cached_layers(script: &std::path::Path, cache: &std::path::Path) {
             step["cache_key"].as_str().unwrap()
         );
         for image in docker(&["images", "-q", "--no-trunc", "--filter", &label]).lines() {
-            docker(&["rmi", "--no-prune", image]);
+            // Forced: the containers of killed runs still use some layers.
+            docker(&["rmi", "--force", "--no-prune", image]);
         }
     }
 }
