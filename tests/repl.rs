@@ -184,6 +184,9 @@ fn ctrl_c_stops_a_build() {
     ))
     .unwrap();
     repl.expect("img> ").unwrap();
+    // rustyline drops keys that arrive before it switches the terminal to
+    // raw mode, a moment after it draws the prompt.
+    std::thread::sleep(Duration::from_millis(300));
     repl.send_line(":build slow").unwrap();
     repl.expect("building").unwrap();
     std::thread::sleep(Duration::from_secs(2));
