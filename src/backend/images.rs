@@ -163,25 +163,12 @@ impl Docker {
     /// Lists every image carrying a cache key label: key to image ids,
     /// newest first.
     pub async fn cached_images(&self) -> Result<HashMap<String, Vec<String>>, Error> {
-        let filters = HashMap::from([("label", vec![KEY_LABEL])]);
-        let options = ListImagesOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let images = self
-            .client
-            .list_images(Some(options))
-            .await
-            .map_err(|error| Error::docker("listing cached images", error))?;
-
         // Newest first: after a forced rebuild, the new image wins.
-        let mut images = images;
+        let mut images = self.cached_image_summaries().await?;
         images.sort_by_key(|image| std::cmp::Reverse(image.created));
         let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
         for image in images {
-            if let Some(key) = image.labels.get(KEY_LABEL) {
-                by_key.entry(key.clone()).or_default().push(image.id);
-            }
+            by_key.entry(image.key).or_default().push(image.image_id);
         }
         Ok(by_key)
     }
