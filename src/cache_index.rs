@@ -45,7 +45,7 @@ impl CacheIndex {
     }
 
     /// Records the first image of every listed key that the index lacks or
-    /// holds another image for, and marks the index complete. Entries that
+    /// records with another image, and marks the index complete. Entries that
     /// already match are left as they are, since their modification time
     /// is the layer's last use.
     pub fn record_listing(&self, listed: &std::collections::HashMap<String, Vec<String>>) {

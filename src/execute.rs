@@ -47,7 +47,7 @@ pub struct Executor<'a> {
     jobs: usize,
 }
 
-/// The number of steps built at once unless `--jobs` sets it: one per
+/// Returns the number of steps built at once unless `--jobs` sets it: one per
 /// CPU.
 pub fn default_jobs() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)

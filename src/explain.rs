@@ -406,7 +406,7 @@ fn explain_step(plan: &Plan, index: usize, store: &ManifestStore) -> Option<Expl
     })
 }
 
-/// The call's location with the script's absolute path, so that two
+/// Returns the call's location with the script's absolute path, so that two
 /// projects' `build.img` never share records.
 fn absolute_location(step: &PlannedStep) -> String {
     let call = &step.layer.call;

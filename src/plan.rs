@@ -392,7 +392,7 @@ impl Plan {
         })
     }
 
-    /// The keys of the cached steps, bases excepted.
+    /// Returns the keys of the cached steps, bases excepted.
     pub fn cached_keys(&self) -> impl Iterator<Item = &str> {
         self.steps
             .iter()

@@ -18,7 +18,7 @@ fn imgscript_ok(cache: &Path, args: &[&str]) -> Run {
     result
 }
 
-/// The cache keys of the steps after the base, from `imgscript plan`.
+/// Returns the cache keys of the steps after the base, from `imgscript plan`.
 fn step_keys(cache: &Path, script: &Path) -> Vec<String> {
     let plan = imgscript_ok(
         cache,
@@ -46,7 +46,7 @@ fn exists(image_id: &str) -> bool {
         .success()
 }
 
-/// Makes the cache index say `key` was last used in 2001.
+/// Marks `key` in the cache index as last used in 2001.
 fn age(cache: &Path, key: &str) {
     let index = cache.join("index");
     for daemon in std::fs::read_dir(index).unwrap() {

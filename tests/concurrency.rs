@@ -67,7 +67,7 @@ fn json_events(script: &std::path::Path, args: &[&str]) -> Vec<serde_json::Value
         .collect()
 }
 
-/// The events named `kind` whose step description contains `text`, as
+/// Returns the events named `kind` whose step description contains `text`, as
 /// positions in the event list.
 fn positions(events: &[serde_json::Value], kind: &str, text: &str) -> Vec<usize> {
     let index_of_step = |event: &serde_json::Value| event["index"].as_u64();

@@ -47,7 +47,7 @@ impl Project {
     }
 }
 
-/// The reason and changes of the planned step whose description contains
+/// Returns the reason and changes of the planned step whose description contains
 /// `text`.
 fn why(steps: &[serde_json::Value], text: &str) -> (String, Vec<String>) {
     let step = steps

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A delay in [0, limit), different on every call.
+/// Returns a delay in [0, limit), different on every call.
 fn random_delay(limit: Duration) -> Duration {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -113,7 +113,7 @@ fn sigkill_at_random_points_leaves_no_broken_layer() {
 }
 
 /// Stops dockerd and starts it again as tests/setup.sh does, waiting until
-/// it answers.
+/// it responds.
 fn restart_dockerd() {
     let stopped = std::process::Command::new("pkill")
         .args(["-TERM", "-x", "dockerd"])

@@ -160,7 +160,7 @@ impl Docker {
         }
     }
 
-    /// Removes the image a commit made, once a loaded image holds its layer.
+    /// Removes the image a commit made, once a loaded image contains its layer.
     pub async fn discard_commit(&self, commit: &Commit) {
         self.remove_commit(&commit.image).await;
     }
