@@ -121,7 +121,12 @@ pub enum Error {
     ImageIdNotFound { reference: String },
 
     #[error("Docker Engine request failed while {action}: {reason}")]
-    Docker { action: String, reason: String },
+    Docker {
+        action: String,
+        reason: String,
+        #[help]
+        help: Option<String>,
+    },
 
     #[error("failed to read {}: {reason}", path.display())]
     Read { path: PathBuf, reason: String },
@@ -155,7 +160,7 @@ pub enum Error {
 
 impl StepFailed {
     /// Builds the help text: the tail of the output, and a hint when it
-    /// shows a TLS failure that a CA bundle would fix.
+    /// shows a TLS failure that a CA bundle would fix or a full disk.
     pub fn help_for(output_tail: &str) -> String {
         let mut help = format!("the last lines of its output:\n{output_tail}");
         let tls_failure = [
@@ -169,15 +174,28 @@ impl StepFailed {
         if tls_failure {
             help.push_str("\nthe step failed to verify a TLS certificate: behind a TLS-intercepting proxy, pass its CA bundle with --ca-bundle PATH (or IMGSCRIPT_CA_BUNDLE)");
         }
+        if output_tail.contains("No space left on device") {
+            help.push('\n');
+            help.push_str(DISK_FULL_HELP);
+        }
         help
     }
 }
 
+/// The hint for an engine whose disk filled up. The failed step's layer is
+/// never recorded, so the next run builds it again.
+const DISK_FULL_HELP: &str = "the Docker Engine's disk is full, and this step was not cached; free space (`imgscript cache prune`, `docker system prune`) and run again";
+
 impl Error {
     pub fn docker(action: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        let reason = error.to_string();
+        let help = reason
+            .contains("no space left on device")
+            .then(|| DISK_FULL_HELP.to_string());
         Error::Docker {
             action: action.into(),
-            reason: error.to_string(),
+            reason,
+            help,
         }
     }
 

@@ -78,11 +78,50 @@ impl ProgressMode {
     }
 }
 
-/// Counts of the steps a build reused and built, for its summary.
+/// Counts of the steps a build reused, started and finished, for its
+/// summary. A step that started and never finished failed (or was stopped).
 #[derive(Default)]
 struct StepCounts {
     cached: AtomicUsize,
+    started: AtomicUsize,
     built: AtomicUsize,
+}
+
+impl StepCounts {
+    fn cached(&self) -> usize {
+        self.cached.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn started(&self) {
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn built(&self) {
+        self.built.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Returns (built, cached, failed).
+    fn totals(&self) -> (usize, usize, usize) {
+        let built = self.built.load(Ordering::Relaxed);
+        let started = self.started.load(Ordering::Relaxed);
+        let cached = self.cached.load(Ordering::Relaxed);
+        (built, cached, started.saturating_sub(built))
+    }
+
+    /// The summary line of the plain and live views; failed steps are
+    /// named only when there are some.
+    fn line(&self, elapsed: Duration) -> String {
+        let (built, cached, failed) = self.totals();
+        let failed = if failed > 0 {
+            format!(", {failed} failed")
+        } else {
+            String::new()
+        };
+        format!(
+            "steps: {built} built, {cached} cached{failed}, in {:.1}s",
+            elapsed.as_secs_f64()
+        )
+    }
 }
 
 /// Writes one line per event to stderr.
@@ -100,7 +139,7 @@ impl PlainProgress {
 
 impl Progress for PlainProgress {
     fn step_cached(&self, step: &StepInfo) {
-        self.counts.cached.fetch_add(1, Ordering::Relaxed);
+        self.counts.cached();
         self.line(format_args!(
             "[{}] {} (cached)",
             step.location, step.description
@@ -108,7 +147,7 @@ impl Progress for PlainProgress {
     }
 
     fn step_started(&self, step: &StepInfo, reason: &str) {
-        self.counts.built.fetch_add(1, Ordering::Relaxed);
+        self.counts.started();
         self.line(format_args!(
             "[{}] {} (building: {reason})",
             step.location, step.description
@@ -120,6 +159,7 @@ impl Progress for PlainProgress {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
+        self.counts.built();
         self.line(format_args!(
             "[{}] done in {:.1}s",
             step.location,
@@ -150,12 +190,7 @@ impl Progress for PlainProgress {
     }
 
     fn summary(&self, elapsed: Duration) {
-        self.line(format_args!(
-            "steps: {} built, {} cached, in {:.1}s",
-            self.counts.built.load(Ordering::Relaxed),
-            self.counts.cached.load(Ordering::Relaxed),
-            elapsed.as_secs_f64()
-        ));
+        self.line(format_args!("{}", self.counts.line(elapsed)));
     }
 }
 
@@ -175,7 +210,7 @@ impl JsonProgress {
 
 impl Progress for JsonProgress {
     fn step_cached(&self, step: &StepInfo) {
-        self.counts.cached.fetch_add(1, Ordering::Relaxed);
+        self.counts.cached();
         self.event(serde_json::json!({
             "event": "step_cached", "index": step.index, "location": step.location,
             "step": step.description,
@@ -183,7 +218,7 @@ impl Progress for JsonProgress {
     }
 
     fn step_started(&self, step: &StepInfo, reason: &str) {
-        self.counts.built.fetch_add(1, Ordering::Relaxed);
+        self.counts.started();
         self.event(serde_json::json!({
             "event": "step_started", "index": step.index, "location": step.location,
             "step": step.description, "reason": reason,
@@ -197,6 +232,7 @@ impl Progress for JsonProgress {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
+        self.counts.built();
         self.event(serde_json::json!({
             "event": "step_finished", "index": step.index, "location": step.location,
             "seconds": elapsed.as_secs_f64(),
@@ -224,10 +260,9 @@ impl Progress for JsonProgress {
     }
 
     fn summary(&self, elapsed: Duration) {
+        let (built, cached, failed) = self.counts.totals();
         self.event(serde_json::json!({
-            "event": "summary",
-            "built": self.counts.built.load(Ordering::Relaxed),
-            "cached": self.counts.cached.load(Ordering::Relaxed),
+            "event": "summary", "built": built, "cached": cached, "failed": failed,
             "seconds": elapsed.as_secs_f64(),
         }));
     }
@@ -299,7 +334,7 @@ impl LiveProgress {
 
 impl Progress for LiveProgress {
     fn step_cached(&self, step: &StepInfo) {
-        let cached = self.counts.cached.fetch_add(1, Ordering::Relaxed) + 1;
+        let cached = self.counts.cached();
         if self.cached.is_hidden() {
             self.cached
                 .set_draw_target(indicatif::ProgressDrawTarget::stderr());
@@ -312,7 +347,7 @@ impl Progress for LiveProgress {
     }
 
     fn step_started(&self, step: &StepInfo, _reason: &str) {
-        self.counts.built.fetch_add(1, Ordering::Relaxed);
+        self.counts.started();
         let bar = self.spinner(format!("[{}] {}", step.location, step.description));
         self.running().insert(step.index, bar);
     }
@@ -324,6 +359,7 @@ impl Progress for LiveProgress {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
+        self.counts.built();
         if let Some(bar) = self.running().remove(&step.index) {
             bar.finish_and_clear();
             self.lines.remove(&bar);
@@ -373,13 +409,7 @@ impl Progress for LiveProgress {
 
     fn summary(&self, elapsed: Duration) {
         self.clear();
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "steps: {} built, {} cached, in {:.1}s",
-            self.counts.built.load(Ordering::Relaxed),
-            self.counts.cached.load(Ordering::Relaxed),
-            elapsed.as_secs_f64()
-        );
+        let _ = writeln!(std::io::stderr().lock(), "{}", self.counts.line(elapsed));
     }
 }
 

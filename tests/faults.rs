@@ -260,3 +260,228 @@ fn eight_concurrent_runs_build_each_shared_layer_once() {
         assert_eq!(*count, 1, "{step} was built {count} times");
     }
 }
+
+/// A second Docker daemon whose data root is a small tmpfs, so that a
+/// test can fill its disk without touching the main daemon's. Stopped and
+/// unmounted on drop.
+struct SmallDaemon {
+    workspace: Workspace,
+    host: String,
+    bridge: String,
+    daemon: std::process::Child,
+}
+
+/// Runs `ip ARGS…` and requires success.
+fn ip(args: &[&str]) {
+    let status = std::process::Command::new("ip")
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+impl SmallDaemon {
+    /// Starts the daemon on a tmpfs of `megabytes` and loads the base image
+    /// into it from the main daemon.
+    fn start(megabytes: u32) -> SmallDaemon {
+        let workspace = Workspace::new();
+        let disk = workspace.path().join("disk");
+        std::fs::create_dir(&disk).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&disk)
+            .status()
+            .unwrap();
+        assert!(
+            mounted.success(),
+            "cannot mount a tmpfs (this test needs root)"
+        );
+
+        // A bridge of its own: given none, dockerd deletes docker0, which
+        // the main daemon uses.
+        let bridge = format!("imgscript{}", std::process::id() % 100_000);
+        ip(&["link", "add", "name", &bridge, "type", "bridge"]);
+        ip(&["addr", "add", "172.31.254.1/24", "dev", &bridge]);
+        ip(&["link", "set", &bridge, "up"]);
+
+        let socket = workspace.path().join("docker.sock");
+        let host = format!("unix://{}", socket.display());
+        let log = std::fs::File::create(workspace.path().join("dockerd.log")).unwrap();
+        let daemon = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(disk.join("docker"))
+            .arg("--exec-root")
+            .arg(workspace.path().join("exec"))
+            .arg("--pidfile")
+            .arg(workspace.path().join("dockerd.pid"))
+            .args(["-H", &host, "--bridge", &bridge])
+            .args(["--iptables=false", "--ip-masq=false"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let small = SmallDaemon {
+            workspace,
+            host,
+            bridge,
+            daemon,
+        };
+        small.wait_until_up();
+        small.load_base_image();
+        small
+    }
+
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self
+            .docker_command(&["info"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "the small dockerd did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn load_base_image(&self) {
+        let mut save = std::process::Command::new("docker")
+            .args(["save", BASE_IMAGE])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let loaded = self
+            .docker_command(&["load", "--quiet"])
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(save.wait().unwrap().success());
+        assert!(
+            loaded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&loaded.stderr)
+        );
+    }
+
+    fn docker_command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new("docker");
+        command.args(["-H", &self.host]).args(args);
+        command
+    }
+
+    fn docker(&self, args: &[&str]) -> String {
+        let output = self.docker_command(args).output().unwrap();
+        assert!(output.status.success(), "docker {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    /// Returns an imgscript command talking to this daemon, with its own
+    /// cache folder.
+    fn imgscript(&self) -> std::process::Command {
+        let mut command = imgscript();
+        command
+            .env("DOCKER_HOST", &self.host)
+            .env("IMGSCRIPT_CACHE_DIR", self.workspace.path().join("cache"))
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    /// Bytes free on the daemon's disk.
+    fn free_bytes(&self) -> u64 {
+        let output = std::process::Command::new("df")
+            .args(["--block-size=1", "--output=avail"])
+            .arg(self.workspace.path().join("disk"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout);
+        text.lines().last().unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for SmallDaemon {
+    fn drop(&mut self) {
+        // SIGTERM, so that the daemon stops its containerd and unmounts
+        // its layers before the disk goes.
+        let _ = std::process::Command::new("kill")
+            .arg(self.daemon.id().to_string())
+            .status();
+        let _ = self.daemon.wait();
+        let _ = std::process::Command::new("umount")
+            .arg("--lazy")
+            .arg(self.workspace.path().join("disk"))
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .status();
+    }
+}
+
+#[test]
+#[ignore = "starts a second Docker daemon on a small disk; run by tests/long.sh"]
+fn full_disk_fails_clearly_and_caches_nothing() {
+    let _docker = docker_test();
+    let daemon = SmallDaemon::start(400);
+    let free_megabytes = daemon.free_bytes() / (1 << 20);
+    let workspace = Workspace::new();
+
+    // A file that fits on the disk once but not twice: the command
+    // succeeds and the commit, which copies the container's changes into
+    // a layer, runs out of space.
+    let too_big_to_commit = workspace.write(
+        "commit.img",
+        &format!(
+            "debian_slim(\"3.11\")\n    .run_commands([\"echo {} > /small\"])\n    .run_commands([\"head -c {}M /dev/zero > /big\"])\n",
+            nonce(),
+            free_megabytes * 3 / 5
+        ),
+    );
+    // A file larger than the disk: the command itself fails.
+    let too_big_to_write = workspace.write(
+        "write.img",
+        &format!(
+            "debian_slim(\"3.11\")\n    .run_commands([\"echo {} > /small\"])\n    .run_commands([\"head -c {}M /dev/zero > /big\"])\n",
+            nonce(),
+            free_megabytes * 2
+        ),
+    );
+
+    for script in [&too_big_to_commit, &too_big_to_write] {
+        let failed = run(daemon.imgscript().arg("run").arg(script));
+
+        assert_eq!(failed.code, 1, "{}", failed.stderr);
+        assert!(
+            failed.stderr.contains("disk is full"),
+            "the error should say that the disk is full: {}",
+            failed.stderr
+        );
+        assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
+        assert!(
+            failed.stderr.contains("steps: 1 built, 1 cached, 1 failed"),
+            "{}",
+            failed.stderr
+        );
+
+        // The step before is cached; the failed one is not, in the index
+        // or in the daemon's store.
+        let plan = run(daemon
+            .imgscript()
+            .args(["plan", "--format", "json"])
+            .arg(script));
+        assert_eq!(plan.code, 0, "{}", plan.stderr);
+        let plan: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+        let steps = plan["steps"].as_array().unwrap();
+        assert_eq!(steps[1]["state"], "cached", "{plan:#}");
+        assert_eq!(steps[2]["state"], "build", "{plan:#}");
+        let failed_key = steps[2]["cache_key"].as_str().unwrap();
+        let label = format!("label=dev.imgscript.key={failed_key}");
+        assert_eq!(daemon.docker(&["images", "-q", "--filter", &label]), "");
+        let listed = run(daemon.imgscript().args(["cache", "ls", "--format", "json"]));
+        assert!(!listed.stdout.contains(failed_key), "{}", listed.stdout);
+        assert_eq!(
+            daemon.docker(&["ps", "-aq"]),
+            "",
+            "a build container was left"
+        );
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The long-running tests, which `cargo test` skips: builds killed at random
-# points, and a bounded fuzzing run. Run tests/setup.sh first.
+# points, a daemon restart, a full disk (a second dockerd on a tmpfs; needs
+# root), and a bounded fuzzing run. Run tests/setup.sh first.
 #
 #   tests/long.sh
 #   FUZZ_SECONDS=600 tests/long.sh
