@@ -96,12 +96,12 @@ impl<'a> Executor<'a> {
     async fn deliver_all(
         &self,
         plan: &Plan,
-        images: &mut [Option<StepImage>],
+        images: &mut StepImages,
         tag_override: Option<&str>,
     ) -> Result<Vec<Delivered>, Error> {
         let mut delivered = Vec::new();
         for target in &plan.targets {
-            let image = images[target.step]
+            let image = images.images[target.step]
                 .as_mut()
                 .expect("targets are always built or cached");
             delivered.push(self.deliver(target, image, tag_override).await?);
@@ -113,9 +113,8 @@ impl<'a> Executor<'a> {
     /// done, at most `jobs` at a time, and returns the image of every step
     /// the build or a target uses. On the first failure the steps still
     /// running are dropped; the caller removes their containers.
-    async fn build_all(&self, plan: &Plan) -> Result<Vec<Option<StepImage>>, Error> {
-        let needed = needed_steps(plan);
-        let mut images: Vec<Option<StepImage>> = vec![None; plan.steps.len()];
+    async fn build_all(&self, plan: &Plan) -> Result<StepImages, Error> {
+        let mut images = StepImages::new(plan);
         let mut schedule = Schedule::new(plan);
 
         for (index, step) in plan.steps.iter().enumerate() {
@@ -125,12 +124,13 @@ impl<'a> Executor<'a> {
                     let manifest = InputManifest::of_planned(plan, index);
                     self.manifests.record_unbuilt(key, &manifest);
                 }
-                if needed[index] {
-                    images[index] = Some(StepImage {
+                images.insert(
+                    index,
+                    StepImage {
                         id: image_id.clone(),
                         config: None,
-                    });
-                }
+                    },
+                );
             }
         }
 
@@ -141,10 +141,10 @@ impl<'a> Executor<'a> {
                     break;
                 };
                 let step = &plan.steps[index];
-                let parent = step.parent.and_then(|parent| images[parent].clone());
+                let parent = step.parent.and_then(|parent| images.read(parent));
                 let source_id = step
                     .source
-                    .and_then(|source| images[source].as_ref().map(|image| image.id.clone()));
+                    .and_then(|source| images.read(source).map(|image| image.id));
                 let building = self.build_planned(plan, index, parent, source_id);
                 running.push(async move { (index, building.await) });
             }
@@ -152,7 +152,7 @@ impl<'a> Executor<'a> {
             let Some((index, built)) = running.next().await else {
                 break;
             };
-            images[index] = Some(built?);
+            images.insert(index, built?);
             schedule.finished(index);
         }
         Ok(images)
@@ -698,23 +698,55 @@ impl Schedule {
     }
 }
 
-/// Marks the steps whose image the build uses: every step to build, the
-/// images it reads, and the targets. Other cached steps are skipped
-/// without a Docker call.
-fn needed_steps(plan: &Plan) -> Vec<bool> {
-    let mut needed = vec![false; plan.steps.len()];
-    for target in &plan.targets {
-        needed[target.step] = true;
-    }
-    for (index, step) in plan.steps.iter().enumerate() {
-        if matches!(step.status, Status::Build(_)) {
-            needed[index] = true;
-            for dependency in step.dependencies() {
-                needed[dependency] = true;
+/// The images of the steps a build uses: every step to build, the images
+/// it reads, and the targets. Other cached steps are skipped without a
+/// Docker call. An image is dropped once the last step that reads it has
+/// started, since in a long chain each image config (env, history) is
+/// longer than the one before, and keeping them all grows with the square
+/// of the chain's length.
+struct StepImages {
+    images: Vec<Option<StepImage>>,
+    /// Per step, the steps to build that have yet to read its image, plus
+    /// one when a target delivers it.
+    uses: Vec<usize>,
+}
+
+impl StepImages {
+    fn new(plan: &Plan) -> Self {
+        let mut uses = vec![0; plan.steps.len()];
+        for target in &plan.targets {
+            uses[target.step] += 1;
+        }
+        for step in &plan.steps {
+            if matches!(step.status, Status::Build(_)) {
+                for dependency in step.dependencies() {
+                    uses[dependency] += 1;
+                }
             }
         }
+        StepImages {
+            images: vec![None; plan.steps.len()],
+            uses,
+        }
     }
-    needed
+
+    /// Keeps the image of step `index`, if anything will read it.
+    fn insert(&mut self, index: usize, image: StepImage) {
+        if self.uses[index] > 0 {
+            self.images[index] = Some(image);
+        }
+    }
+
+    /// Returns the image of step `index` for one reader, dropping it when
+    /// that is the last.
+    fn read(&mut self, index: usize) -> Option<StepImage> {
+        self.uses[index] = self.uses[index].saturating_sub(1);
+        if self.uses[index] == 0 {
+            self.images[index].take()
+        } else {
+            self.images[index].clone()
+        }
+    }
 }
 
 /// Packs the files of a copy step into an archive that is written while
