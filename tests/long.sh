@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --locked --test faults -- --ignored
+cargo test --locked --test faults --test scale -- --ignored
 FUZZ_SECONDS=${FUZZ_SECONDS:-120} tests/fuzz/run.sh

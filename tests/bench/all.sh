@@ -9,7 +9,7 @@
 set -euo pipefail
 bench=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-for name in noop plan context_change context_memory branches; do
+for name in noop plan context_change context_memory branches scale; do
   echo "=== $name.sh"
   "$bench/$name.sh"
   echo

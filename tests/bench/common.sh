@@ -62,3 +62,31 @@ machine_lines() {
   echo "machine:    $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory"
   echo "docker:     engine $("$docker_cli" version --format '{{.Server.Version}}'), client $("$docker_cli" version --format '{{.Client.Version}}') ($docker_cli)"
 }
+
+# Runs the command given (an imgscript binary and its arguments) and prints
+# "<peak KiB> <seconds>": its peak resident memory and wall time. Its stderr
+# goes to $1/log. The peak comes from `/usr/bin/time -v` when it exists,
+# else from getrusage(RUSAGE_CHILDREN) in a python3 wrapper.
+measure_peak() {
+  local scratch=$1
+  shift
+  if [ -x /usr/bin/time ]; then
+    /usr/bin/time -v -o "$scratch/time" "$@" >/dev/null 2>"$scratch/log" || return
+    awk -F': ' '/Maximum resident set size/ { peak = $2 }
+      /Elapsed \(wall clock\)/ { split($2, part, ":"); wall = part[1] * 60 + part[2] }
+      END { printf "%d %.1f\n", peak, wall }' "$scratch/time"
+  else
+    python3 - "$@" 2>"$scratch/log" <<'PYTHON'
+import resource, subprocess, sys, time
+started = time.monotonic()
+status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
+wall = time.monotonic() - started
+if status != 0:
+    sys.exit(status)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, f"{wall:.1f}")
+PYTHON
+  fi
+}
+
+# Prints KiB as megabytes.
+megabytes() { awk -v kib="$1" 'BEGIN { printf "%.1f MB", kib * 1024 / 1e6 }'; }

@@ -29,6 +29,8 @@ base_image=python:3.11-slim-bookworm
 tag=imgscript-bench-imgscript:context-memory
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/bench/common.sh
+. "$repo/tests/bench/common.sh"
 
 if ! [[ $mib =~ ^[0-9]+$ ]] || [ "$mib" -lt 1 ]; then
   echo "context_memory.sh: BENCH_MIB must be a positive integer, got '$mib'" >&2
@@ -84,26 +86,7 @@ SCRIPT
   python3 -c 'import json, sys; print("\n".join(step["cache_key"] for step in json.load(sys.stdin)["steps"] if step["cache_key"]))' \
     >>"$scratch/keys"
 
-# Runs imgscript with the arguments given and prints "<peak KiB> <seconds>".
-# Its stderr goes to $scratch/log.
-measure() {
-  if [ -x /usr/bin/time ]; then
-    /usr/bin/time -v -o "$scratch/time" "$imgscript" "$@" >/dev/null 2>"$scratch/log"
-    awk -F': ' '/Maximum resident set size/ { peak = $2 }
-      /Elapsed \(wall clock\)/ { split($2, part, ":"); wall = part[1] * 60 + part[2] }
-      END { printf "%d %.1f\n", peak, wall }' "$scratch/time"
-  else
-    python3 - "$imgscript" "$@" 2>"$scratch/log" <<'PYTHON'
-import resource, subprocess, sys, time
-started = time.monotonic()
-status = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode
-wall = time.monotonic() - started
-if status != 0:
-    sys.exit(status)
-print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, f"{wall:.1f}")
-PYTHON
-  fi
-}
+measure() { measure_peak "$scratch" "$imgscript" "$@"; }
 
 echo "context_memory.sh: cold build" >&2
 if ! cold=$(measure run "$scratch/build.img"); then
@@ -123,7 +106,6 @@ if ! grep -q "steps: 0 built" "$scratch/log"; then
   exit 1
 fi
 
-mb() { awk -v kib="$1" 'BEGIN { printf "%.1f MB", kib * 1024 / 1e6 }'; }
 read -r cold_kib cold_seconds <<<"$cold"
 read -r noop_kib noop_seconds <<<"$noop"
 cat <<REPORT
@@ -132,5 +114,5 @@ context:    $files files of $kib_per_file KiB, $(du -sb "$scratch/data" | awk '{
 imgscript:  $revision
 machine:    $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory
 docker:     engine $("$docker_cli" version --format '{{.Server.Version}}')
-peak RSS:   cold build $(mb "$cold_kib") (${cold_seconds} s), no-op rerun $(mb "$noop_kib") (${noop_seconds} s) (target: under 100 MB)
+peak RSS:   cold build $(megabytes "$cold_kib") (${cold_seconds} s), no-op rerun $(megabytes "$noop_kib") (${noop_seconds} s) (target: under 100 MB)
 REPORT
