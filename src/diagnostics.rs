@@ -174,7 +174,7 @@ impl StepFailed {
         if tls_failure {
             help.push_str("\nthe step failed to verify a TLS certificate: behind a TLS-intercepting proxy, pass its CA bundle with --ca-bundle PATH (or IMGSCRIPT_CA_BUNDLE)");
         }
-        if output_tail.contains("No space left on device") {
+        if shows_full_disk(output_tail) {
             help.push('\n');
             help.push_str(DISK_FULL_HELP);
         }
@@ -182,16 +182,27 @@ impl StepFailed {
     }
 }
 
-/// The hint for an engine whose disk filled up. The failed step's layer is
-/// never recorded, so the next run builds it again.
-const DISK_FULL_HELP: &str = "the Docker Engine's disk is full, and this step was not cached; free space (`imgscript cache prune`, `docker system prune`) and run again";
+/// The hint for a disk that filled up during a step: the engine's, or the
+/// one the step's container writes to, which is the same disk unless the
+/// step mounted another.
+const DISK_FULL_HELP: &str = "the disk ran out of space, so this step's layer was not saved and the next run builds it again; free space, for example with `imgscript cache prune --older-than 7days` or by removing images you no longer need, then run again";
+
+/// Returns true when `text` shows that a disk filled up.
+fn shows_full_disk(text: &str) -> bool {
+    let text = text.to_lowercase();
+    [
+        "no space left on device",
+        "enough free space",
+        "disk quota exceeded",
+    ]
+    .iter()
+    .any(|sign| text.contains(sign))
+}
 
 impl Error {
     pub fn docker(action: impl Into<String>, error: impl std::fmt::Display) -> Self {
         let reason = error.to_string();
-        let help = reason
-            .contains("no space left on device")
-            .then(|| DISK_FULL_HELP.to_string());
+        let help = shows_full_disk(&reason).then(|| DISK_FULL_HELP.to_string());
         Error::Docker {
             action: action.into(),
             reason,
@@ -263,6 +274,20 @@ impl CallSite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_disk_signs_are_recognised() {
+        for text in [
+            "write /big: no space left on device",
+            "head: error writing 'standard output': No space left on device",
+            "E: You don't have enough free space in /var/cache/apt/archives/.",
+            "OSError: [Errno 122] Disk quota exceeded",
+        ] {
+            assert!(shows_full_disk(text), "{text}");
+            assert!(StepFailed::help_for(text).contains("ran out of space"));
+        }
+        assert!(!shows_full_disk("exit status 1"));
+    }
 
     #[test]
     fn span_covers_identifier() {

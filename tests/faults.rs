@@ -451,8 +451,8 @@ fn full_disk_fails_clearly_and_caches_nothing() {
 
         assert_eq!(failed.code, 1, "{}", failed.stderr);
         assert!(
-            failed.stderr.contains("disk is full"),
-            "the error should say that the disk is full: {}",
+            failed.stderr.contains("the disk ran out of space"),
+            "the error should say that the disk ran out of space: {}",
             failed.stderr
         );
         assert!(!failed.stderr.contains("panicked"), "{}", failed.stderr);
