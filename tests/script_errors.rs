@@ -343,3 +343,53 @@ fn growing_array_stops_at_size_limit() {
         "{stderr}"
     );
 }
+
+#[test]
+fn growing_map_of_large_strings_stops_at_memory_limit() {
+    // Each entry is 512 KiB, under the string limit, and the map never
+    // reaches its entry limit before the process would hold gigabytes.
+    insta::assert_snapshot!(check_error(
+        "let text = \"y\";\nfor i in 0..19 { text += text; }\nlet map = #{};\nlet i = 0;\nloop { map[`k${i}`] = text + `${i}`; i += 1; }\n"
+    ));
+}
+
+#[test]
+fn imports_read_only_scripts() {
+    let workspace = Workspace::new();
+    workspace.write("notes.txt", "a line that must not be shown\n");
+    workspace.write("token", "another line that must not be shown\n");
+    for path in ["./notes.txt", "./token"] {
+        let (code, stderr) = check(
+            &workspace,
+            &format!("import \"{path}\" as notes;\ndebian_slim(\"3.11\")\n"),
+        );
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("not found"), "{stderr}");
+        assert!(!stderr.contains("must not be shown"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_long_chain_of_imports_stops_at_the_module_limit() {
+    let workspace = Workspace::new();
+    for number in 0..1_100 {
+        workspace.write(
+            &format!("m{number}.img"),
+            &format!("import \"./m{}\" as next;\n", number + 1),
+        );
+    }
+    workspace.write("m1100.img", "fn last() { 1 }\n");
+    let (code, stderr) = check(&workspace, "import \"./m0\" as m;\ndebian_slim(\"3.11\")\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("imported more than 1000 modules, the limit"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn parent_folder_in_image_path_is_refused() {
+    insta::assert_snapshot!(check_error(
+        "debian_slim(\"3.11\")\n    .add_local_dir(\"./src\", \"/app/../..\", #{ copy: true })\n"
+    ));
+}

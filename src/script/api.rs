@@ -143,6 +143,29 @@ pub(super) fn check_tag(name: &str) -> Result<(), CallError> {
 
 /// Rejects a step that runs commands or bakes files on top of an image with
 /// `copy: false` files, because that step would not see them.
+/// Checks a path inside the image: absolute, and without `..`, which the
+/// engine refuses in an archive and which would hide where files go.
+pub(super) fn check_image_path(what: &str, path: &str) -> Result<(), CallError> {
+    if !path.starts_with('/') {
+        return Err(
+            CallError::new(format!("{what} must be absolute, found {path:?}"))
+                .with_label("relative path in the image")
+                .with_help(format!(
+                    "write it from the root, such as \"/{}\"",
+                    path.trim_start_matches("./")
+                )),
+        );
+    }
+    if path.split('/').any(|part| part == "..") {
+        return Err(
+            CallError::new(format!("{what} must not contain `..`, found {path:?}"))
+                .with_label("`..` in a path in the image")
+                .with_help("write the path that the files should land in, from the root"),
+        );
+    }
+    Ok(())
+}
+
 pub(super) fn check_no_attached_files(image: &Image, function: &str) -> Result<(), CallError> {
     let Some(mount) = image.mounts.first() else {
         return Ok(());
@@ -269,16 +292,7 @@ pub(super) fn add_local(
     destination: String,
     options: &Options,
 ) -> Result<Image, CallError> {
-    if !destination.starts_with('/') {
-        return Err(CallError::new(format!(
-            "the path in the image must be absolute, found {destination:?}"
-        ))
-        .with_label("relative path in the image")
-        .with_help(format!(
-            "write it from the root, such as \"/{}\"",
-            destination.trim_start_matches("./")
-        )));
-    }
+    check_image_path("the path in the image", &destination)?;
     let context = Arc::new(context);
 
     if options.bool("copy")? {

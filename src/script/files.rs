@@ -7,7 +7,8 @@ use std::sync::Arc;
 use rhai::{Dynamic, Engine, ImmutableString, Map, NativeCallContext};
 
 use super::api::{
-    add_local, check_no_attached_files, child, context_error, local_path, BuilderResult, Builders,
+    add_local, check_image_path, check_no_attached_files, child, context_error, local_path,
+    BuilderResult, Builders,
 };
 use super::options::{required_list, Options};
 use super::CallError;
@@ -128,18 +129,8 @@ pub(super) fn register_copy_from(engine: &mut Engine, builders: &Builders) {
          source: Image,
          source_path: ImmutableString,
          destination: ImmutableString| {
-            for (what, path) in [("source path", &source_path), ("destination", &destination)] {
-                if !path.starts_with('/') {
-                    return Err(CallError::new(format!(
-                        "the {what} of copy_from must be absolute, found {path:?}"
-                    ))
-                    .with_label("relative path")
-                    .with_help(format!(
-                        "write it from the root, such as \"/{}\"",
-                        path.trim_start_matches("./")
-                    )));
-                }
-            }
+            check_image_path("the source path of copy_from", &source_path)?;
+            check_image_path("the destination of copy_from", &destination)?;
             check_no_attached_files(&image, "copy_from")?;
             let step = CopyFromStep {
                 source: Arc::clone(&source.layer),

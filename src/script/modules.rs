@@ -15,7 +15,7 @@ use rhai::{Engine, EvalAltResult, Module, Position, Scope, Shared};
 /// A loaded module, shared between the scripts that import it.
 type SharedModule = Shared<Module>;
 
-use super::CallError;
+use super::{limits, CallError};
 use crate::image::ScriptSource;
 use crate::suggest::did_you_mean;
 
@@ -47,6 +47,11 @@ pub struct Sources {
 }
 
 impl Sources {
+    /// Returns how many scripts are loaded: the main one and its modules.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     pub fn insert(&self, name: String, source: Arc<ScriptSource>) {
         self.lock().insert(name, source);
     }
@@ -128,20 +133,29 @@ impl ScriptModules {
                 .filter(|part| *part != ".")
                 .collect::<PathBuf>(),
         );
-        let candidates = [
-            written.with_extension("img"),
-            written.with_extension("rhai"),
-            written.clone(),
-        ];
+        // Only scripts: a path to any other file, such as /etc/passwd,
+        // must not be read and shown in an error.
+        let is_script = |path: &Path| {
+            path.extension()
+                .is_some_and(|extension| extension == "img" || extension == "rhai")
+        };
+        let candidates = if is_script(&written) {
+            vec![written.clone()]
+        } else {
+            vec![
+                PathBuf::from(format!("{}.img", written.display())),
+                PathBuf::from(format!("{}.rhai", written.display())),
+            ]
+        };
         let file = candidates
             .iter()
             .find(|candidate| candidate.is_file())
             .ok_or_else(|| {
-                not_found(format!(
-                    "there is no file {} or {}",
-                    candidates[0].display(),
-                    candidates[1].display()
-                ))
+                let names: Vec<String> = candidates
+                    .iter()
+                    .map(|candidate| candidate.display().to_string())
+                    .collect();
+                not_found(format!("there is no file {}", names.join(" or ")))
             })?;
         let text = std::fs::read_to_string(file)
             .map_err(|error| not_found(format!("failed to read {}: {error}", file.display())))?;
@@ -189,6 +203,13 @@ impl ModuleResolver for ScriptModules {
             .into_rhai(position));
         }
 
+        if self.sources.len() >= limits::MAX_MODULES {
+            self.loading
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&name);
+            return Err(EvalAltResult::ErrorTooManyModules(position).into());
+        }
         let module_source = Arc::new(module_source);
         self.sources
             .insert(name.clone(), Arc::clone(&module_source));
