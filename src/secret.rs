@@ -9,8 +9,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::render::quote;
 
@@ -136,7 +137,19 @@ impl Secret {
     }
 }
 
-/// A secret file on this machine, deleted when dropped.
+/// Start of the name of every folder that contains a secret file. The full
+/// name is `imgscript-secrets-<pid>-<random>`, where `<pid>` is the process
+/// id of the run that made it. Runs before the pid was added made
+/// `imgscript-secrets-<random>`.
+const FOLDER_PREFIX: &str = "imgscript-secrets-";
+
+/// Age after which a folder of the name without a pid is removed, because
+/// its name does not show whether the run that made it still runs.
+const UNNAMED_FOLDER_MAX_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// A secret file on this machine, deleted when dropped. A run killed with
+/// SIGKILL cannot drop it, so the next run's [`write_secret_file`] removes
+/// it.
 pub struct SecretFile {
     /// A folder only this user can enter, so other users of this machine
     /// cannot read the file, while the container's user can.
@@ -150,13 +163,23 @@ impl SecretFile {
 }
 
 /// Writes the variables of `secrets` as `export` lines, to be mounted at
-/// [`SECRETS_PATH`].
+/// [`SECRETS_PATH`], in a new folder of the temporary directory. Before
+/// writing, it removes the secret folders that killed runs of this user
+/// left there.
 pub fn write_secret_file(secrets: &[Secret]) -> std::io::Result<SecretFile> {
+    write_secret_file_in(&std::env::temp_dir(), secrets)
+}
+
+fn write_secret_file_in(temp_dir: &Path, secrets: &[Secret]) -> std::io::Result<SecretFile> {
     let folder = tempfile::Builder::new()
-        .prefix("imgscript-secrets-")
-        .tempdir()?;
+        .prefix(&format!("{FOLDER_PREFIX}{}-", std::process::id()))
+        .tempdir_in(temp_dir)?;
     std::fs::set_permissions(folder.path(), std::fs::Permissions::from_mode(0o700))?;
+    // The new folder's owner is the user this process creates files as,
+    // which std cannot return directly.
+    let owner = std::fs::metadata(folder.path())?.uid();
     let file = SecretFile { folder };
+    remove_abandoned_folders(temp_dir, owner);
 
     let mut text = String::new();
     for secret in secrets {
@@ -165,9 +188,87 @@ pub fn write_secret_file(secrets: &[Secret]) -> std::io::Result<SecretFile> {
         }
     }
     std::fs::write(file.path(), text)?;
-    // The step may run as a non-root user of the image, who must read it.
+    // Not 0600: the file is bind-mounted with its host owner and mode, so a
+    // step that runs as a non-root user of the image (`user("nobody")`, or
+    // micromamba's `mambauser`) could not read it. The 0700 folder keeps
+    // other users of this machine out.
     std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(0o644))?;
     Ok(file)
+}
+
+/// Removes the secret folders in `temp_dir` that belong to user `owner`
+/// and whose run has ended: those whose pid has no `/proc/<pid>`, and those
+/// without a pid that are older than [`UNNAMED_FOLDER_MAX_AGE`]. Failures
+/// are logged and never returned, so a leftover folder cannot fail a build.
+///
+/// NOTE: a run in another pid namespace that shares this temporary
+/// directory (a container with the host's /tmp mounted) looks dead here,
+/// so its secret file would be removed while its step runs.
+fn remove_abandoned_folders(temp_dir: &Path, owner: u32) {
+    let entries = match std::fs::read_dir(temp_dir) {
+        Ok(entries) => entries,
+        Err(error) => {
+            tracing::debug!(
+                "not removing old secret folders: failed to list {}: {error}",
+                temp_dir.display()
+            );
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if is_abandoned(&entry, owner) {
+            remove_secret_folder(&path);
+        }
+    }
+}
+
+/// Checks whether `entry` is a secret folder of user `owner` whose run has
+/// ended. Symbolic links and other users' folders never are.
+fn is_abandoned(entry: &std::fs::DirEntry, owner: u32) -> bool {
+    let name = entry.file_name();
+    let Some(rest) = name
+        .to_str()
+        .and_then(|name| name.strip_prefix(FOLDER_PREFIX))
+    else {
+        return false;
+    };
+    // DirEntry::metadata does not follow a symbolic link.
+    let Ok(metadata) = entry.metadata() else {
+        return false;
+    };
+    if !metadata.is_dir() || metadata.uid() != owner {
+        return false;
+    }
+
+    match rest.split_once('-') {
+        Some((pid, _)) => match pid.parse::<u32>() {
+            Ok(pid) => !Path::new(&format!("/proc/{pid}")).exists(),
+            Err(_) => false,
+        },
+        // tempfile's random suffix has no '-', so this is the name without
+        // a pid.
+        None => metadata
+            .modified()
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > UNNAMED_FOLDER_MAX_AGE),
+    }
+}
+
+fn remove_secret_folder(path: &Path) {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => tracing::debug!(
+            "removed the secret folder of an ended run: {}",
+            path.display()
+        ),
+        // Another run removed it first.
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => tracing::warn!(
+            "failed to remove {}, a secret folder left by an ended run: {error}. Remove it by hand.",
+            path.display()
+        ),
+    }
 }
 
 fn config_folder() -> Option<PathBuf> {
@@ -274,6 +375,133 @@ mod tests {
         let shown = format!("{secret:?}");
         assert!(shown.contains("TOKEN"), "{shown}");
         assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    }
+
+    /// Returns the pid of a child process that has exited and been reaped.
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        pid
+    }
+
+    /// Creates `temp_dir/name` with a file in it and returns its path.
+    fn secret_folder(temp_dir: &Path, name: &str) -> PathBuf {
+        let folder = temp_dir.join(name);
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::write(folder.join("secrets.env"), "export TOKEN=1\n").unwrap();
+        folder
+    }
+
+    fn owner_of(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().uid()
+    }
+
+    #[test]
+    fn sweep_removes_folder_of_dead_pid() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let folder = secret_folder(
+            temp_dir.path(),
+            &format!("imgscript-secrets-{}-aB3dE9", dead_pid()),
+        );
+        remove_abandoned_folders(temp_dir.path(), owner_of(temp_dir.path()));
+        assert!(!folder.exists());
+    }
+
+    #[test]
+    fn sweep_keeps_folder_of_live_pid() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let folder = secret_folder(
+            temp_dir.path(),
+            &format!("imgscript-secrets-{}-aB3dE9", std::process::id()),
+        );
+        remove_abandoned_folders(temp_dir.path(), owner_of(temp_dir.path()));
+        assert!(folder.join("secrets.env").exists());
+    }
+
+    #[test]
+    fn sweep_keeps_folder_of_other_user() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let folder = secret_folder(
+            temp_dir.path(),
+            &format!("imgscript-secrets-{}-aB3dE9", dead_pid()),
+        );
+        let other_user = owner_of(&folder) + 1;
+        remove_abandoned_folders(temp_dir.path(), other_user);
+        assert!(folder.join("secrets.env").exists());
+    }
+
+    #[test]
+    fn sweep_keeps_symbolic_link_target() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let target = secret_folder(temp_dir.path(), "kept");
+        let link = temp_dir
+            .path()
+            .join(format!("imgscript-secrets-{}-aB3dE9", dead_pid()));
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        remove_abandoned_folders(temp_dir.path(), owner_of(temp_dir.path()));
+        assert!(target.join("secrets.env").exists());
+        assert!(link.symlink_metadata().is_ok());
+    }
+
+    #[test]
+    fn sweep_removes_folder_without_pid_after_a_day() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let old = secret_folder(temp_dir.path(), "imgscript-secrets-Xy12Zq");
+        let recent = secret_folder(temp_dir.path(), "imgscript-secrets-Ab34Cd");
+        let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 24 * 60 * 60);
+        std::fs::File::open(&old)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+        remove_abandoned_folders(temp_dir.path(), owner_of(temp_dir.path()));
+        assert!(!old.exists());
+        assert!(recent.join("secrets.env").exists());
+    }
+
+    #[test]
+    fn sweep_keeps_unrelated_entries() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let dead_pid = dead_pid();
+        let unrelated = secret_folder(
+            temp_dir.path(),
+            &format!("imgscript-files-{dead_pid}-aB3dE9"),
+        );
+        let not_a_pid = secret_folder(temp_dir.path(), "imgscript-secrets-x1-aB3dE9");
+        let file = temp_dir
+            .path()
+            .join(format!("imgscript-secrets-{dead_pid}-file"));
+        std::fs::write(&file, "").unwrap();
+        remove_abandoned_folders(temp_dir.path(), owner_of(temp_dir.path()));
+        assert!(unrelated.exists());
+        assert!(not_a_pid.exists());
+        assert!(file.exists());
+    }
+
+    #[test]
+    fn secret_file_folder_carries_pid_and_sweeps() {
+        let temp_dir = tempfile::tempdir().unwrap();
+        let abandoned = secret_folder(
+            temp_dir.path(),
+            &format!("imgscript-secrets-{}-aB3dE9", dead_pid()),
+        );
+        let secret =
+            Secret::from_map(BTreeMap::from([("TOKEN".to_string(), "1".to_string())])).unwrap();
+        let file = write_secret_file_in(temp_dir.path(), &[secret]).unwrap();
+
+        assert!(!abandoned.exists());
+        let folder = file.path().parent().unwrap().to_path_buf();
+        let name = folder.file_name().unwrap().to_str().unwrap().to_string();
+        let expected_prefix = format!("imgscript-secrets-{}-", std::process::id());
+        assert!(name.starts_with(&expected_prefix), "{name}");
+        let folder_mode = std::fs::metadata(&folder).unwrap().permissions().mode();
+        assert_eq!(folder_mode & 0o777, 0o700);
+        let file_mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(file_mode & 0o777, 0o644);
+
+        drop(file);
+        assert!(!folder.exists());
     }
 
     #[test]

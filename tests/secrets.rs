@@ -4,7 +4,9 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -21,7 +23,7 @@ fn sha256_hex(text: &str) -> String {
 }
 
 /// Writes a named secret file under `config` with the given mode.
-fn write_named_secret(config: &std::path::Path, name: &str, content: &str, mode: u32) {
+fn write_named_secret(config: &Path, name: &str, content: &str, mode: u32) {
     let folder = config.join("imgscript/secrets");
     std::fs::create_dir_all(&folder).unwrap();
     let path = folder.join(format!("{name}.env"));
@@ -243,4 +245,108 @@ fn shell_sets_image_config() {
         inspect(&image_id(&result), "{{json .Config.Shell}}"),
         r#"["/bin/bash","-c"]"#
     );
+}
+
+/// Removes, when dropped, the containers created since it was made. A run
+/// killed with SIGKILL cannot remove its own.
+struct NewContainerCleanup {
+    before: Vec<String>,
+}
+
+impl Drop for NewContainerCleanup {
+    fn drop(&mut self) {
+        for container in all_containers() {
+            if !self.before.contains(&container) {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", &container])
+                    .output();
+            }
+        }
+    }
+}
+
+/// Lists the secret folders in `temp_dir`.
+fn secret_folders(temp_dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(temp_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("imgscript-secrets-")
+        })
+        .collect()
+}
+
+#[test]
+fn next_run_removes_killed_run_secrets() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let temp_dir = workspace.path().join("tmp");
+    std::fs::create_dir(&temp_dir).unwrap();
+    let nonce = nonce();
+    let slow = workspace.write(
+        "slow.img",
+        &format!(
+            r#"debian_slim("3.11").run_commands(["echo {nonce}", "sleep 30"], #{{ secrets: secret_from_map(#{{ TOKEN: "killed" }}) }})"#
+        ),
+    );
+    let quick = workspace.write(
+        "quick.img",
+        &format!(
+            r#"debian_slim("3.11").run_commands(["test -n \"$TOKEN\" && echo {nonce}"], #{{ secrets: secret_from_map(#{{ TOKEN: "next" }}) }})"#
+        ),
+    );
+    let containers = NewContainerCleanup {
+        before: all_containers(),
+    };
+
+    let mut killed = imgscript()
+        .arg("run")
+        .arg(&slow)
+        .env("TMPDIR", &temp_dir)
+        .env("IMGSCRIPT_CACHE_DIR", workspace.path().join("cache"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while all_containers().len() == containers.before.len() {
+        assert!(Instant::now() < deadline, "no build container appeared");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let killed_pid = killed.id();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    // The killed run could not remove its folder, and its name carries the
+    // run's pid.
+    let left = secret_folders(&temp_dir);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let left_name = left[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        left_name.starts_with(&format!("imgscript-secrets-{killed_pid}-")),
+        "{left_name}"
+    );
+    assert!(left[0].join("secrets.env").exists());
+
+    let next = run(imgscript()
+        .arg("run")
+        .arg(&quick)
+        .env("TMPDIR", &temp_dir)
+        .env("IMGSCRIPT_CACHE_DIR", workspace.path().join("cache"))
+        .env("RUST_LOG", "imgscript=debug"));
+    assert_eq!(next.code, 0, "{}", next.stderr);
+    assert!(
+        next.stderr
+            .contains("removed the secret folder of an ended run"),
+        "{}",
+        next.stderr
+    );
+
+    // The next run removed the killed run's folder, then its own.
+    assert!(!left[0].exists());
+    assert_eq!(secret_folders(&temp_dir), Vec::<PathBuf>::new());
+    drop(containers);
 }
