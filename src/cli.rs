@@ -591,13 +591,14 @@ fn stage_context(context: &crate::context::LocalContext) -> Result<tempfile::Tem
         .filter(|entry| !entry.relative.is_empty())
     {
         let target = folder.path().join(&entry.relative);
+        let source = context.path_of(entry);
         let result = match &entry.kind {
             EntryKind::Dir => std::fs::create_dir_all(&target),
             EntryKind::Symlink { target: link } => std::os::unix::fs::symlink(link, &target),
-            EntryKind::File => std::fs::hard_link(&entry.absolute, &target)
-                .or_else(|_| std::fs::copy(&entry.absolute, &target).map(|_| ())),
+            EntryKind::File => std::fs::hard_link(&source, &target)
+                .or_else(|_| std::fs::copy(&source, &target).map(|_| ())),
         };
-        result.map_err(|error| io_error(&entry.absolute, error))?;
+        result.map_err(|error| io_error(&source, error))?;
     }
     Ok(folder)
 }

@@ -77,9 +77,10 @@ pub struct LocalContext {
 
 #[derive(Debug)]
 pub struct ContextEntry {
-    /// Path relative to the context root, with `/` separators.
+    /// Path relative to the context root, with `/` separators; empty for
+    /// the root. [`LocalContext::path_of`] gives the path on this machine,
+    /// which is not kept: a context may hold a million entries.
     pub relative: String,
-    pub absolute: PathBuf,
     pub mode: u32,
     pub kind: EntryKind,
     /// Metadata of a regular file when it was collected, or `None` for
@@ -155,6 +156,9 @@ impl LocalContext {
             mut entries,
             excludes_any,
         } = walk(&source, &source, &matcher)?;
+        // Exactly one more: a push would double the capacity, and with
+        // 100,000 entries that is megabytes held for nothing.
+        entries.reserve_exact(1);
         entries.push(entry_for(&source, String::new(), &metadata)?);
         // Relative paths are unique, so an unstable sort gives one order.
         entries.par_sort_unstable_by(|a, b| a.relative.cmp(&b.relative));
@@ -183,6 +187,15 @@ impl LocalContext {
             collected_at: Timestamp::now(),
             digest: OnceLock::new(),
             file_sha256s: OnceLock::new(),
+        }
+    }
+
+    /// Returns the path of `entry` on this machine.
+    pub fn path_of(&self, entry: &ContextEntry) -> PathBuf {
+        if entry.relative.is_empty() {
+            self.source.clone()
+        } else {
+            self.source.join(&entry.relative)
         }
     }
 
@@ -284,7 +297,7 @@ impl LocalContext {
                         read: false,
                     }));
                 }
-                let sha256 = sha256_file(&entry.absolute)?;
+                let sha256 = sha256_file(&self.path_of(entry))?;
                 Ok(Some(FileContent { sha256, read: true }))
             })
             .collect();
@@ -322,30 +335,26 @@ impl LocalContext {
     /// read again. When the key's digest failed, each file is read here, and
     /// unreadable files give the error text, as [`LocalContext::digest`]
     /// does.
-    pub fn entry_digests(&self) -> Vec<(String, String)> {
+    pub fn entry_digests(&self) -> impl Iterator<Item = (String, String)> + '_ {
         self.digest();
         let key_sha256s = self.file_sha256s.get();
 
-        self.entries
-            .iter()
-            .enumerate()
-            .map(|(index, entry)| {
-                let digest = match &entry.kind {
-                    EntryKind::File => match key_sha256s.and_then(|sha256s| sha256s[index]) {
-                        Some(sha256) => hex::encode(sha256),
-                        None => sha256_file(&entry.absolute)
-                            .map(hex::encode)
-                            .unwrap_or_else(|error| error.to_string()),
-                    },
-                    EntryKind::Dir => "folder".to_string(),
-                    EntryKind::Symlink { target } => format!("symlink to {}", target.display()),
-                };
-                (
-                    entry.relative.clone(),
-                    format!("{digest} mode {:o}", entry.mode),
-                )
-            })
-            .collect()
+        self.entries.iter().enumerate().map(move |(index, entry)| {
+            let digest = match &entry.kind {
+                EntryKind::File => match key_sha256s.and_then(|sha256s| sha256s[index]) {
+                    Some(sha256) => hex::encode(sha256),
+                    None => sha256_file(&self.path_of(entry))
+                        .map(hex::encode)
+                        .unwrap_or_else(|error| error.to_string()),
+                },
+                EntryKind::Dir => "folder".to_string(),
+                EntryKind::Symlink { target } => format!("symlink to {}", target.display()),
+            };
+            (
+                entry.relative.clone(),
+                format!("{digest} mode {:o}", entry.mode),
+            )
+        })
     }
 
     /// Appends every entry to `archive`, placed at `destination` (an
@@ -379,7 +388,7 @@ impl LocalContext {
                 // The root folder itself when the destination is `/`.
                 continue;
             }
-            append_entry(archive, entry, &name)?;
+            append_entry(archive, entry, &self.path_of(entry), &name)?;
         }
         Ok(())
     }
@@ -388,10 +397,11 @@ impl LocalContext {
 fn append_entry<W: io::Write>(
     archive: &mut tar::Builder<W>,
     entry: &ContextEntry,
+    path: &Path,
     name: &str,
 ) -> Result<(), ContextError> {
     let io_error = |source| ContextError::Io {
-        path: entry.absolute.clone(),
+        path: path.to_path_buf(),
         source,
     };
 
@@ -417,7 +427,7 @@ fn append_entry<W: io::Write>(
                 .map_err(io_error)
         }
         EntryKind::File => {
-            let file = fs::File::open(&entry.absolute).map_err(io_error)?;
+            let file = fs::File::open(path).map_err(io_error)?;
             // NOTE: a file that changes between planning and packing is packed
             // as it is now, so its layer can differ from the digest in its key.
             let size = file.metadata().map_err(io_error)?.len();
@@ -615,7 +625,6 @@ fn entry_for(
 
     Ok(ContextEntry {
         relative,
-        absolute: path.to_path_buf(),
         mode: metadata.permissions().mode() & 0o7777,
         kind,
         stat,
@@ -897,8 +906,7 @@ mod tests {
         // the key read, because it reads no file again.
         fs::write(tree.path().join("a.txt"), "changed").unwrap();
 
-        let digests: std::collections::BTreeMap<_, _> =
-            context.entry_digests().into_iter().collect();
+        let digests: std::collections::BTreeMap<_, _> = context.entry_digests().collect();
 
         let one = hex::encode(Sha256::digest(b"one"));
         assert_eq!(digests["a.txt"], format!("{one} mode 644"));

@@ -603,10 +603,8 @@ fn dockerignore_with_added_dockerfile(context: &LocalContext) -> Result<String, 
         .find(|entry| entry.relative == ".dockerignore");
     let mut ignore_text = match dockerignore {
         Some(entry) => {
-            std::fs::read_to_string(&entry.absolute).map_err(|source| ContextError::Io {
-                path: entry.absolute.clone(),
-                source,
-            })?
+            let path = context.path_of(entry);
+            std::fs::read_to_string(&path).map_err(|source| ContextError::Io { path, source })?
         }
         None => String::new(),
     };

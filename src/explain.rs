@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -308,19 +309,15 @@ impl ManifestStore {
     pub fn record(&self, step: &PlannedStep, key: &str, manifest: &InputManifest) {
         let Some(folder) = &self.folder else { return };
         let location = absolute_location(step);
-        let writes = [
-            (
-                folder.join(key),
-                serde_json::to_string(manifest).unwrap_or_default(),
-            ),
-            (
-                self.last_build_path(&location, Some(&manifest.parent)),
-                key.to_string(),
-            ),
-            (self.last_build_path(&location, None), key.to_string()),
-        ];
-        for (path, content) in writes {
-            if let Err(error) = write_atomically(&path, &content) {
+        let manifest_path = folder.join(key);
+        if let Err(error) = write_manifest(&manifest_path, manifest) {
+            debug!(path = %manifest_path.display(), %error, "failed to record an input manifest");
+        }
+        for path in [
+            self.last_build_path(&location, Some(&manifest.parent)),
+            self.last_build_path(&location, None),
+        ] {
+            if let Err(error) = write_atomically(&path, |file| file.write_all(key.as_bytes())) {
                 debug!(path = %path.display(), %error, "failed to record an input manifest");
             }
         }
@@ -334,16 +331,15 @@ impl ManifestStore {
         if path.exists() {
             return;
         }
-        let content = serde_json::to_string(manifest).unwrap_or_default();
-        if let Err(error) = write_atomically(&path, &content) {
+        if let Err(error) = write_manifest(&path, manifest) {
             debug!(path = %path.display(), %error, "failed to record an input manifest");
         }
     }
 
     fn load(&self, key: &str) -> Option<InputManifest> {
         let folder = self.folder.as_ref()?;
-        let text = fs::read_to_string(folder.join(key)).ok()?;
-        serde_json::from_str(&text).ok()
+        let file = fs::File::open(folder.join(key)).ok()?;
+        serde_json::from_reader(std::io::BufReader::new(file)).ok()
     }
 
     /// Returns the key of the last build of the call at `location`, on
@@ -367,11 +363,26 @@ impl ManifestStore {
     }
 }
 
-fn write_atomically(path: &std::path::Path, content: &str) -> std::io::Result<()> {
+/// Writes `manifest` as JSON, streamed: the manifest of a folder of
+/// 100,000 files is megabytes long.
+fn write_manifest(path: &std::path::Path, manifest: &InputManifest) -> std::io::Result<()> {
+    write_atomically(path, |file| {
+        let mut writer = std::io::BufWriter::new(file);
+        serde_json::to_writer(&mut writer, manifest)?;
+        writer.flush()
+    })
+}
+
+/// Writes a file through a temporary file and a rename, so a reader never
+/// sees half of it.
+fn write_atomically(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let folder = path.parent().expect("store paths have a folder");
     fs::create_dir_all(folder)?;
     let mut file = tempfile::NamedTempFile::new_in(folder)?;
-    std::io::Write::write_all(&mut file, content.as_bytes())?;
+    write(file.as_file_mut())?;
     file.persist(path).map_err(|error| error.error)?;
     Ok(())
 }
