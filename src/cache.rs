@@ -29,8 +29,8 @@ pub async fn list(docker: &Docker, index: &CacheIndex) -> Result<Vec<CachedLayer
         .into_iter()
         .map(|image| {
             let last_used = index.last_used(&image.key).unwrap_or_else(|| {
-                index.record(&image.key, &image.image_id);
-                now
+                index.record_seen(&image);
+                index.last_used(&image.key).unwrap_or(now)
             });
             CachedLayer { image, last_used }
         })

@@ -7,11 +7,14 @@
 //! unreadable entry only costs that listing. Entries are files named by the
 //! key under a folder per daemon address.
 
+use std::collections::HashMap;
 use std::fs;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 use tracing::debug;
+
+use crate::backend::CachedImage;
 
 /// The file that marks an index complete. Cache keys are hex digests, so
 /// no entry has this name.
@@ -44,22 +47,44 @@ impl CacheIndex {
             .is_some_and(|folder| folder.join(COMPLETE_STAMP).is_file())
     }
 
-    /// Records the first image of every listed key that the index lacks or
-    /// records with another image, and marks the index complete. Entries that
-    /// already match are left as they are, since their modification time
-    /// is the layer's last use.
-    pub fn record_listing(&self, listed: &std::collections::HashMap<String, Vec<String>>) {
+    /// Records the newest listed image of every key that the index lacks
+    /// or records with another image, and marks the index complete.
+    /// Entries that already match are left as they are, since their
+    /// modification time is the layer's last use. A new entry's last use is
+    /// unknown, so it is dated by the image's creation: a cache folder that
+    /// first sees a store does not make every layer in it look used now.
+    pub fn record_listing(&self, listed: &[CachedImage]) {
         let Some(folder) = &self.folder else { return };
-        for (key, image_ids) in listed {
-            let Some(image_id) = image_ids.first() else {
-                continue;
-            };
-            if self.lookup(key).as_deref() != Some(image_id.as_str()) {
-                self.record(key, image_id);
+        let mut newest: HashMap<&str, &CachedImage> = HashMap::new();
+        for image in listed {
+            let entry = newest.entry(&image.key).or_insert(image);
+            if image.created > entry.created {
+                *entry = image;
+            }
+        }
+        for image in newest.into_values() {
+            if self.lookup(&image.key).as_deref() != Some(image.image_id.as_str()) {
+                self.record_seen(image);
             }
         }
         if let Err(error) = fs::write(folder.join(COMPLETE_STAMP), "") {
             debug!(folder = %folder.display(), %error, "failed to mark the cache index complete");
+        }
+    }
+
+    /// Records a listed image whose last use is unknown, dated by its
+    /// creation.
+    pub fn record_seen(&self, image: &CachedImage) {
+        self.record(&image.key, &image.image_id);
+        let Some(folder) = &self.folder else { return };
+        let created = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(image.created.max(0).unsigned_abs());
+        let dated = fs::File::options()
+            .write(true)
+            .open(folder.join(&image.key))
+            .and_then(|file| file.set_modified(created));
+        if let Err(error) = dated {
+            debug!(key = %image.key, %error, "failed to date a cache index entry");
         }
     }
 
@@ -145,6 +170,36 @@ mod tests {
         assert_eq!(index("one").lookup("key").as_deref(), Some("sha256:abc"));
         assert_eq!(index("two").lookup("key"), None);
         assert_eq!(index("one").lookup("other"), None);
+    }
+
+    #[test]
+    fn listed_images_are_dated_by_creation_and_used_ones_kept() {
+        let folder = tempfile::tempdir().unwrap();
+        let index = CacheIndex {
+            folder: Some(folder.path().to_path_buf()),
+        };
+        let image = |key: &str, id: &str, created: i64| CachedImage {
+            key: key.to_string(),
+            image_id: id.to_string(),
+            size: 0,
+            created,
+            tags: Vec::new(),
+        };
+        index.record("used", "sha256:used");
+        let used_at = index.last_used("used").unwrap();
+
+        index.record_listing(&[
+            image("old", "sha256:older", 1_000),
+            image("old", "sha256:old", 2_000),
+            image("used", "sha256:used", 1_000),
+        ]);
+
+        assert_eq!(index.lookup("old").as_deref(), Some("sha256:old"));
+        let old_used = index.last_used("old").unwrap();
+        let since_epoch = old_used.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(since_epoch.as_secs(), 2_000);
+        assert_eq!(index.last_used("used").unwrap(), used_at);
+        assert!(index.is_complete());
     }
 
     #[test]

@@ -281,8 +281,9 @@ impl Plan {
         docker: &Docker,
         cache_index: &CacheIndex,
     ) -> Result<(), Error> {
-        let mut cached = docker.cached_images().await?;
-        cache_index.record_listing(&cached);
+        let listed = docker.cached_image_summaries().await?;
+        cache_index.record_listing(&listed);
+        let mut cached = crate::backend::image_ids_by_key(listed);
         for step in self.steps.iter_mut().filter(|step| !is_base(step)) {
             let Some(key) = step.key.as_deref() else {
                 continue;

@@ -160,19 +160,6 @@ impl Docker {
             .map_err(|error| docker_message(&error))
     }
 
-    /// Lists every image carrying a cache key label: key to image ids,
-    /// newest first.
-    pub async fn cached_images(&self) -> Result<HashMap<String, Vec<String>>, Error> {
-        // Newest first: after a forced rebuild, the new image wins.
-        let mut images = self.cached_image_summaries().await?;
-        images.sort_by_key(|image| std::cmp::Reverse(image.created));
-        let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
-        for image in images {
-            by_key.entry(image.key).or_default().push(image.image_id);
-        }
-        Ok(by_key)
-    }
-
     /// Returns the image if it really is the cached result of `key`: its
     /// key label matches and its layer list is the one recorded when it was
     /// made. An image built on top of a cached one inherits the labels but
@@ -316,4 +303,15 @@ async fn read_build_output(
     image_id
         .map(Ok)
         .ok_or_else(|| Error::docker("building a Dockerfile", "the build reported no image id"))
+}
+
+/// Groups listed cached images by key: key to image ids, newest first, so
+/// that after a forced rebuild the new image wins.
+pub fn image_ids_by_key(mut images: Vec<CachedImage>) -> HashMap<String, Vec<String>> {
+    images.sort_by_key(|image| std::cmp::Reverse(image.created));
+    let mut by_key: HashMap<String, Vec<String>> = HashMap::new();
+    for image in images {
+        by_key.entry(image.key).or_default().push(image.image_id);
+    }
+    by_key
 }

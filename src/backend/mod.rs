@@ -28,7 +28,7 @@ pub use containers::{
     relocate_archive, BuildEnvironment, CommandFailure, StepContainer, StepOutcome,
 };
 pub use image_config::ImageConfig;
-pub use images::{BuildFailure, CachedImage};
+pub use images::{image_ids_by_key, BuildFailure, CachedImage};
 pub use tar_stream::{ArchiveWriter, ChunkStream, ChunkWriter, StreamedTar, TarArchive};
 
 /// Lines of step output kept for the message of a failed step.
