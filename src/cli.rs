@@ -478,6 +478,7 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
         }
         signal = interrupted() => {
             docker.clean_up().await;
+            progress.summary(started.elapsed());
             Err(Error::Interrupted { signal })
         }
     }

@@ -191,7 +191,11 @@ impl<'a> Executor<'a> {
         let started = Instant::now();
         let built = self
             .build_step(&info, &step.layer, key, parent, source_id.as_deref())
-            .await?;
+            .await
+            .inspect_err(|error| {
+                self.progress
+                    .step_failed(&info, started.elapsed(), &error.to_string())
+            })?;
         self.cache_index.record(key, &built.id);
         self.manifests
             .record(step, key, &InputManifest::of_planned(plan, index));

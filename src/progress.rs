@@ -42,6 +42,8 @@ pub trait Progress: Send + Sync {
     /// Reports one line of a running step's output.
     fn step_output(&self, step: &StepInfo, line: &str);
     fn step_finished(&self, step: &StepInfo, elapsed: Duration);
+    /// Reports a step that failed after `elapsed`, with the error's message.
+    fn step_failed(&self, step: &StepInfo, elapsed: Duration, message: &str);
     fn pulling(&self, reference: &str);
     /// Reports the bytes of a pull downloaded so far, of the `total` the
     /// engine has announced.
@@ -167,6 +169,15 @@ impl Progress for PlainProgress {
         ));
     }
 
+    fn step_failed(&self, step: &StepInfo, elapsed: Duration, _message: &str) {
+        // The error itself follows the summary.
+        self.line(format_args!(
+            "[{}] failed after {:.1}s",
+            step.location,
+            elapsed.as_secs_f64()
+        ));
+    }
+
     fn pulling(&self, reference: &str) {
         self.line(format_args!("pulling {reference}"));
     }
@@ -236,6 +247,13 @@ impl Progress for JsonProgress {
         self.event(serde_json::json!({
             "event": "step_finished", "index": step.index, "location": step.location,
             "seconds": elapsed.as_secs_f64(),
+        }));
+    }
+
+    fn step_failed(&self, step: &StepInfo, elapsed: Duration, message: &str) {
+        self.event(serde_json::json!({
+            "event": "step_failed", "index": step.index, "location": step.location,
+            "seconds": elapsed.as_secs_f64(), "error": message,
         }));
     }
 
@@ -366,6 +384,19 @@ impl Progress for LiveProgress {
         }
         let _ = self.lines.println(format!(
             "✓ [{}] {} ({:.1}s)",
+            step.location,
+            step.description,
+            elapsed.as_secs_f64()
+        ));
+    }
+
+    fn step_failed(&self, step: &StepInfo, elapsed: Duration, _message: &str) {
+        if let Some(bar) = self.running().remove(&step.index) {
+            bar.finish_and_clear();
+            self.lines.remove(&bar);
+        }
+        let _ = self.lines.println(format!(
+            "✗ [{}] {} ({:.1}s)",
             step.location,
             step.description,
             elapsed.as_secs_f64()

@@ -57,6 +57,46 @@ fn json_progress_is_one_object_per_event() {
 }
 
 #[test]
+fn json_progress_reports_a_failed_step() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = workspace.write(
+        "build.img",
+        &format!(
+            "debian_slim(\"3.11\")\n    .run_commands([\"echo failing-{}\", \"exit 3\"])\n    .env(#{{ AFTER: \"1\" }})\n",
+            nonce()
+        ),
+    );
+    let result = run(imgscript().args(["run", "--progress", "json"]).arg(&script));
+    assert_eq!(result.code, 1, "{}", result.stderr);
+
+    let events: Vec<serde_json::Value> = result
+        .stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let failed = events
+        .iter()
+        .find(|event| event["event"] == "step_failed")
+        .unwrap_or_else(|| panic!("no step_failed event: {}", result.stderr));
+    assert!(failed["location"]
+        .as_str()
+        .unwrap()
+        .ends_with("build.img:2:6"));
+    assert!(
+        failed["error"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{failed}"
+    );
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary", "{}", result.stderr);
+    assert_eq!(summary["failed"], 1);
+    assert_eq!(summary["built"], 0);
+}
+
+#[test]
 fn plain_progress_ends_with_a_summary() {
     let _docker = docker_test();
     let workspace = Workspace::new();
