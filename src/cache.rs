@@ -39,6 +39,12 @@ pub async fn list(docker: &Docker, index: &CacheIndex) -> Result<Vec<CachedLayer
     Ok(layers)
 }
 
+/// Returns "1 cached layer" or "N cached layers".
+fn layers(count: usize) -> String {
+    let noun = if count == 1 { "layer" } else { "layers" };
+    format!("{count} cached {noun}")
+}
+
 /// The rules that pick the layers a prune removes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PruneRules {
@@ -200,14 +206,14 @@ pub async fn prune_command(
     }
     if pruned.unproven > 0 {
         eprintln!(
-            "kept {} layers that imgscript cannot prove it made: images built on a cached layer, or layers of an imgscript older than the history label",
-            pruned.unproven
+            "kept {} that imgscript cannot prove it made: images built on a cached layer, or layers of an imgscript older than the history label",
+            layers(pruned.unproven)
         );
     }
     let bytes: u64 = pruned.removed.iter().map(|layer| layer.image.size).sum();
     eprintln!(
-        "{verb} {} cached layers (their images add up to {}, shared layers counted each time)",
-        pruned.removed.len(),
+        "{verb} {} (their images add up to {}, shared layers counted each time)",
+        layers(pruned.removed.len()),
         human_bytes(bytes)
     );
     Ok(std::process::ExitCode::SUCCESS)

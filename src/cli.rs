@@ -139,11 +139,11 @@ enum CacheCommand {
     Prune {
         /// Remove only layers unused for longer than this, such as 30m,
         /// 12h or 7days.
-        #[arg(long, value_name = "DURATION")]
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         older_than: Option<humantime::Duration>,
         /// Keep the most recently used layers up to this size, such as
         /// 500MB or 10GiB, and remove the rest.
-        #[arg(long, value_name = "SIZE")]
+        #[arg(long, value_name = "SIZE", value_parser = parse_size)]
         keep_storage: Option<bytesize::ByteSize>,
         /// List what would be removed, and remove nothing.
         #[arg(long)]
@@ -482,6 +482,20 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
             Err(Error::Interrupted { signal })
         }
     }
+}
+
+/// Parses a duration such as `30m`, `12h` or `7days`.
+fn parse_duration(text: &str) -> Result<humantime::Duration, String> {
+    text.parse().map_err(|_| {
+        format!("{text:?} is not a duration; write a number and a unit, such as 30m, 12h or 7days")
+    })
+}
+
+/// Parses a size such as `500MB` or `10GiB`.
+fn parse_size(text: &str) -> Result<bytesize::ByteSize, String> {
+    text.parse().map_err(|_| {
+        format!("{text:?} is not a size; write a number and a unit, such as 500MB or 10GiB")
+    })
 }
 
 /// Waits for Ctrl-C (SIGINT), SIGTERM (what `timeout`, CI runners and

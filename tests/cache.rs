@@ -167,12 +167,17 @@ fn prune_removes_old_untagged_imgscript_layers_only() {
 }
 
 #[test]
-fn prune_rejects_a_bad_size() {
-    let result = run(imgscript().args(["cache", "prune", "--keep-storage", "lots"]));
-    assert_eq!(result.code, 2, "{}", result.stderr);
-    assert!(
-        result.stderr.contains("--keep-storage"),
-        "{}",
-        result.stderr
-    );
+fn prune_rejects_a_bad_size_or_duration_with_an_example() {
+    for (option, value, example) in [
+        ("--keep-storage", "lots", "500MB"),
+        ("--older-than", "3", "7days"),
+    ] {
+        let result = run(imgscript().args(["cache", "prune", option, value]));
+        assert_eq!(result.code, 2, "{}", result.stderr);
+        assert!(
+            result.stderr.contains(option) && result.stderr.contains(example),
+            "{}",
+            result.stderr
+        );
+    }
 }
