@@ -4,9 +4,10 @@
 //! A layer's last use is the time a run last planned it as cached or built
 //! it, which the cache index keeps as the modification time of the layer's
 //! entry. Docker itself does not record when an image was last used. A
-//! layer the index does not know yet is recorded as used when this command
-//! first lists it, so that it ages from then on.
+//! layer the index does not know yet counts as last used when it was
+//! created.
 
+use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
 use crate::backend::{CachedImage, Docker};
@@ -101,26 +102,75 @@ pub async fn prune(
 ) -> Result<Pruned, Error> {
     let layers = list(docker, index).await?;
     let mut pruned = Pruned::default();
+    let mut removable = Vec::new();
     for layer in select(&layers, rules, SystemTime::now()) {
         let image = &layer.image;
-        if !docker
+        if docker
             .made_by_imgscript(&image.image_id, &image.key)
             .await?
         {
+            removable.push(layer);
+        } else {
             tracing::debug!(image = %image.image_id, "not proven an imgscript layer; kept");
             pruned.unproven += 1;
-            continue;
         }
+    }
+
+    let (removable, parents) = keep_parents_of_kept(&layers, removable);
+    for layer in parents {
+        let reason = "an image that stays was committed from it".to_string();
+        pruned.refused.push((layer.clone(), reason));
+    }
+    for layer in removable {
+        let image = &layer.image;
         if dry_run {
             pruned.removed.push(layer.clone());
             continue;
         }
         match docker.remove_image(&image.image_id).await {
             Ok(()) => pruned.removed.push(layer.clone()),
-            Err(reason) => pruned.refused.push((layer.clone(), reason)),
+            Err(reason) => pruned.refused.push((
+                layer.clone(),
+                format!("the engine refused to remove it: {reason}"),
+            )),
         }
     }
     Ok(pruned)
+}
+
+/// Splits `removable` into the layers to remove, children before their
+/// parents, and those to keep because a cached image that stays names them
+/// as its parent, which the engine would refuse. The split is the same in a
+/// dry run and a real one; an image without imgscript's labels that names
+/// a layer as its parent still makes the engine refuse.
+fn keep_parents_of_kept<'a>(
+    layers: &[CachedLayer],
+    removable: Vec<&'a CachedLayer>,
+) -> (Vec<&'a CachedLayer>, Vec<&'a CachedLayer>) {
+    let mut removing: HashSet<&str> = removable
+        .iter()
+        .map(|layer| layer.image.image_id.as_str())
+        .collect();
+    // Keeping a layer keeps its parent too, so repeat until nothing moves.
+    loop {
+        let kept_parents: HashSet<&str> = layers
+            .iter()
+            .filter(|layer| !removing.contains(layer.image.image_id.as_str()))
+            .map(|layer| layer.image.parent.as_str())
+            .collect();
+        let before = removing.len();
+        removing.retain(|id| !kept_parents.contains(id));
+        if removing.len() == before {
+            break;
+        }
+    }
+
+    let (mut remove, keep): (Vec<_>, Vec<_>) = removable
+        .into_iter()
+        .partition(|layer| removing.contains(layer.image.image_id.as_str()));
+    // A child is always newer than its parent.
+    remove.sort_by_key(|layer| std::cmp::Reverse(layer.image.created));
+    (remove, keep)
 }
 
 /// Prints the cached layers as a table, or as JSON for tools.
@@ -199,10 +249,7 @@ pub async fn prune_command(
         );
     }
     for (layer, reason) in &pruned.refused {
-        eprintln!(
-            "kept {}: the engine refused to remove it: {reason}",
-            short_id(&layer.image.image_id)
-        );
+        eprintln!("kept {}: {reason}", short_id(&layer.image.image_id));
     }
     if pruned.unproven > 0 {
         eprintln!(
@@ -266,6 +313,7 @@ mod tests {
                 } else {
                     Vec::new()
                 },
+                parent: String::new(),
             },
             last_used: now - HOUR * hours_ago,
         }
@@ -277,6 +325,40 @@ mod tests {
             .into_iter()
             .map(|layer| layer.image.key.as_str())
             .collect()
+    }
+
+    /// A chain base <- middle <- top <- leaf, created in that order.
+    fn chain() -> Vec<CachedLayer> {
+        let mut layers = Vec::new();
+        let mut parent = String::new();
+        for (created, name) in ["base", "middle", "top", "leaf"].into_iter().enumerate() {
+            let mut layer = layer(name, 10, 48, false);
+            layer.image.created = created as i64;
+            layer.image.parent = std::mem::take(&mut parent);
+            parent = layer.image.image_id.clone();
+            layers.push(layer);
+        }
+        layers
+    }
+
+    fn keys(layers: &[&CachedLayer]) -> Vec<String> {
+        layers.iter().map(|layer| layer.image.key.clone()).collect()
+    }
+
+    #[test]
+    fn parents_of_kept_layers_stay_and_children_go_first() {
+        let layers = chain();
+        // The leaf stays (say it is recent), so the whole chain above it
+        // stays too.
+        let removable: Vec<&CachedLayer> = layers[..3].iter().collect();
+        let (remove, keep) = keep_parents_of_kept(&layers, removable);
+        assert!(remove.is_empty(), "{:?}", keys(&remove));
+        assert_eq!(keys(&keep), ["base", "middle", "top"]);
+
+        let removable: Vec<&CachedLayer> = layers.iter().collect();
+        let (remove, keep) = keep_parents_of_kept(&layers, removable);
+        assert_eq!(keys(&remove), ["leaf", "top", "middle", "base"]);
+        assert!(keep.is_empty());
     }
 
     #[test]

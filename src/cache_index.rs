@@ -184,6 +184,7 @@ mod tests {
             size: 0,
             created,
             tags: Vec::new(),
+            parent: String::new(),
         };
         index.record("used", "sha256:used");
         let used_at = index.last_used("used").unwrap();

@@ -30,6 +30,9 @@ pub struct CachedImage {
     /// Seconds since the Unix epoch.
     pub created: i64,
     pub tags: Vec<String>,
+    /// The image it was committed from, or empty. The engine refuses to
+    /// remove an image that another one names as its parent.
+    pub parent: String,
 }
 
 /// The message of a failed Dockerfile build and its last output lines.
@@ -119,6 +122,7 @@ impl Docker {
                     size: image.size.max(0) as u64,
                     created: image.created,
                     tags,
+                    parent: image.parent_id,
                 })
             })
             .collect();
