@@ -52,6 +52,7 @@ print("\n".join(layer["image_id"] for layer in json.load(sys.stdin) if layer["ca
 }
 trap clean_up EXIT
 imgscript=$(build_imgscript scale.sh "$repo" "$scratch")
+revision=$(cd "$repo" && git describe --always --dirty)
 
 echo "scale.sh: writing $files files" >&2
 python3 - "$scratch/context" "$files" <<'PYTHON'
@@ -112,7 +113,7 @@ report=$(
 cat <<REPORT
 script:     $steps steps (add_local_dir, run_commands, env steps, workdir)
 context:    $files files in $(((files + 999) / 1000)) folders
-imgscript:  $(cd "$repo" && git describe --always --dirty) (git describe when it was built)
+imgscript:  $revision (git describe when it was built)
 $(machine_lines "$docker_cli")
 peak RSS and wall time (target: under 100 MB each):
 $report
