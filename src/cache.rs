@@ -327,7 +327,7 @@ mod tests {
             .collect()
     }
 
-    /// A chain base <- middle <- top <- leaf, created in that order.
+    /// Makes a chain base <- middle <- top <- leaf, created in that order.
     fn chain() -> Vec<CachedLayer> {
         let mut layers = Vec::new();
         let mut parent = String::new();

@@ -703,9 +703,9 @@ impl Schedule {
 /// The images of the steps a build uses: every step to build, the images
 /// it reads, and the targets. Other cached steps are skipped without a
 /// Docker call. An image is dropped once the last step that reads it has
-/// started, since in a long chain each image config (env, history) is
-/// longer than the one before, and keeping them all grows with the square
-/// of the chain's length.
+/// started. In a long chain each image config (env, history) is longer
+/// than the one before, so keeping them all grows with the square of the
+/// chain's length.
 struct StepImages {
     images: Vec<Option<StepImage>>,
     /// Per step, the steps to build that have yet to read its image, plus

@@ -110,8 +110,8 @@ impl StepCounts {
         (built, cached, started.saturating_sub(built))
     }
 
-    /// The summary line of the plain and live views; failed steps are
-    /// named only when there are some.
+    /// Formats the summary line of the plain and live views; failed steps
+    /// are named only when there are some.
     fn line(&self, elapsed: Duration) -> String {
         let (built, cached, failed) = self.totals();
         let failed = if failed > 0 {

@@ -145,10 +145,10 @@ pub(super) fn check_tag(name: &str) -> Result<(), CallError> {
 /// `copy: false` files, because that step would not see them.
 /// Checks a path inside the image: absolute, and without `..`, which the
 /// engine refuses in an archive and which would hide where files go.
-pub(super) fn check_image_path(what: &str, path: &str) -> Result<(), CallError> {
+pub(super) fn check_image_path(role: &str, path: &str) -> Result<(), CallError> {
     if !path.starts_with('/') {
         return Err(
-            CallError::new(format!("{what} must be absolute, found {path:?}"))
+            CallError::new(format!("{role} must be absolute, found {path:?}"))
                 .with_label("relative path in the image")
                 .with_help(format!(
                     "write it from the root, such as \"/{}\"",
@@ -158,7 +158,7 @@ pub(super) fn check_image_path(what: &str, path: &str) -> Result<(), CallError> 
     }
     if path.split('/').any(|part| part == "..") {
         return Err(
-            CallError::new(format!("{what} must not contain `..`, found {path:?}"))
+            CallError::new(format!("{role} must not contain `..`, found {path:?}"))
                 .with_label("`..` in a path in the image")
                 .with_help("write the path that the files should land in, from the root"),
         );
