@@ -83,6 +83,11 @@ impl<'a> Executor<'a> {
         plan: &Plan,
         tag_override: Option<&str>,
     ) -> Result<Vec<Delivered>, Error> {
+        // Only a run that builds: the listings would double a no-op run's
+        // time, and leftovers wait well enough for the next build.
+        if plan.steps_to_build() > 0 {
+            self.docker.remove_leftovers_of_ended_runs().await;
+        }
         let delivered = match self.build_all(plan).await {
             Ok(mut images) => self.deliver_all(plan, &mut images, tag_override).await,
             Err(error) => Err(error),

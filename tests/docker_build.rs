@@ -578,6 +578,53 @@ fn cached_label_on_derived_image_is_not_trusted() {
 }
 
 #[test]
+fn next_run_removes_the_container_of_a_killed_run() {
+    let _docker = docker_test();
+    let workspace = Workspace::new();
+    let script = script_with(
+        &workspace,
+        &format!(
+            r#"debian_slim("3.11").run_commands(["echo {}", "sleep 60"])"#,
+            nonce()
+        ),
+    );
+    let containers_before = all_containers();
+    let mut child = imgscript()
+        .arg("run")
+        .arg(&script)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while all_containers().len() == containers_before.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let left = all_containers();
+    assert!(left.len() > containers_before.len(), "SIGKILL left nothing");
+
+    let other = script_with(
+        &workspace,
+        &format!(r#"debian_slim("3.11").env(#{{ RUN: "{}" }})"#, nonce()),
+    );
+    build(&other, &[]);
+
+    let now = all_containers();
+    for container in left.iter().filter(|id| !containers_before.contains(id)) {
+        assert!(
+            !now.contains(container),
+            "{container} of the killed run is left"
+        );
+    }
+}
+
+#[test]
 fn sigint_and_sigterm_remove_build_container() {
     let _docker = docker_test();
     for (signal, status) in [("INT", 130), ("TERM", 143)] {

@@ -13,13 +13,14 @@ mod images;
 mod tar_stream;
 mod terminal;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{
-    CommitContainerOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    CommitContainerOptionsBuilder, ListContainersOptionsBuilder, ListImagesOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
 };
 use tracing::debug;
 
@@ -121,7 +122,10 @@ impl Docker {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn create_container(&self, body: ContainerCreateBody) -> Result<String, Error> {
+    async fn create_container(&self, mut body: ContainerCreateBody) -> Result<String, Error> {
+        body.labels
+            .get_or_insert_with(Default::default)
+            .insert(RUN_LABEL.to_string(), this_run());
         let created = self
             .client
             .create_container(None, body)
@@ -188,6 +192,64 @@ impl Docker {
 
     /// Removes every container this connection created that still exists,
     /// and the committed images not yet discarded. Called on Ctrl-C.
+    /// Removes the containers that runs on this machine left when they
+    /// were killed (SIGKILL gives no chance to clean up), and the images
+    /// committed from them, which inherit the containers' labels. A run
+    /// counts as ended when no process has its pid; a pid taken again by
+    /// another process keeps its run's leftovers until that one ends.
+    /// Failures are logged, never returned.
+    pub async fn remove_leftovers_of_ended_runs(&self) {
+        let filters = HashMap::from([("label", vec![RUN_LABEL])]);
+        let containers = self
+            .client
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await;
+        match containers {
+            Ok(containers) => {
+                for container in containers {
+                    let (Some(id), Some(labels)) = (container.id, container.labels) else {
+                        continue;
+                    };
+                    if labels.get(RUN_LABEL).is_some_and(|run| has_ended(run)) {
+                        debug!(container = %id, "removing a container of an ended run");
+                        self.remove_container_later(&id);
+                    }
+                }
+            }
+            Err(error) => debug!(%error, "failed to list the containers of ended runs"),
+        }
+
+        let images = self
+            .client
+            .list_images(Some(
+                ListImagesOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
+            .await;
+        match images {
+            Ok(images) => {
+                for image in images {
+                    if image
+                        .labels
+                        .get(RUN_LABEL)
+                        .is_some_and(|run| has_ended(run))
+                    {
+                        debug!(image = %image.id, "removing an image committed by an ended run");
+                        self.remove_commit(&image.id).await;
+                    }
+                }
+            }
+            Err(error) => debug!(%error, "failed to list the images of ended runs"),
+        }
+    }
+
     pub async fn clean_up(&self) {
         self.finish_removals().await;
         let containers: Vec<String> = self.leftovers().containers.iter().cloned().collect();
@@ -199,6 +261,34 @@ impl Docker {
             self.remove_commit(&commit).await;
         }
     }
+}
+
+/// The label on every container imgscript creates: the run that made it,
+/// as `<host name>:<pid>`.
+pub const RUN_LABEL: &str = "dev.imgscript.run";
+
+/// Returns this run's [`RUN_LABEL`] value.
+fn this_run() -> String {
+    format!("{}:{}", host_name(), std::process::id())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Checks whether the run that a [`RUN_LABEL`] value names ran on this
+/// machine and has no process any more. Runs on other machines that share
+/// the daemon are never judged ended.
+fn has_ended(run: &str) -> bool {
+    let Some((host, pid)) = run.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == host_name() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Returns the daemon's own message for an error, without bollard's wrapper.
