@@ -240,30 +240,50 @@ pub async fn prune_command(
     let index = CacheIndex::for_daemon(&crate::backend::daemon_address());
     let pruned = prune(&docker, &index, rules, dry_run).await?;
 
+    // Written at once, and a closed stderr (`| head`) ignored: the prune
+    // itself is done by now.
+    let report = report(&pruned, dry_run);
+    let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), report.as_bytes());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Says what a prune removed (or would remove) and what it kept.
+fn report(pruned: &Pruned, dry_run: bool) -> String {
+    use std::fmt::Write as _;
+
     let verb = if dry_run { "would remove" } else { "removed" };
+    let mut out = String::new();
     for layer in &pruned.removed {
-        eprintln!(
+        let _ = writeln!(
+            out,
             "{verb} {} (cache key {})",
             short_id(&layer.image.image_id),
             &layer.image.key[..layer.image.key.len().min(12)]
         );
     }
     for (layer, reason) in &pruned.refused {
-        eprintln!("kept {}: {reason}", short_id(&layer.image.image_id));
+        let _ = writeln!(out, "kept {}: {reason}", short_id(&layer.image.image_id));
     }
     if pruned.unproven > 0 {
-        eprintln!(
+        let _ = writeln!(
+            out,
             "kept {} that imgscript cannot prove it made: images built on a cached layer, or layers of an imgscript older than the history label",
             layers(pruned.unproven)
         );
     }
     let bytes: u64 = pruned.removed.iter().map(|layer| layer.image.size).sum();
-    eprintln!(
-        "{verb} {} (their images add up to {}, shared layers counted each time)",
+    let images = if pruned.removed.len() == 1 {
+        "its image takes"
+    } else {
+        "their images add up to"
+    };
+    let _ = writeln!(
+        out,
+        "{verb} {} ({images} {}, shared layers counted each time)",
         layers(pruned.removed.len()),
         human_bytes(bytes)
     );
-    Ok(std::process::ExitCode::SUCCESS)
+    out
 }
 
 fn human_bytes(bytes: u64) -> String {

@@ -492,10 +492,16 @@ fn parse_duration(text: &str) -> Result<humantime::Duration, String> {
 }
 
 /// Parses a size such as `500MB` or `10GiB`.
+/// A number alone is refused, not read as bytes: `--keep-storage 20`
+/// would otherwise remove nearly every layer.
 fn parse_size(text: &str) -> Result<bytesize::ByteSize, String> {
-    text.parse().map_err(|_| {
-        format!("{text:?} is not a size; write a number and a unit, such as 500MB or 10GiB")
-    })
+    let has_unit = text.trim().chars().last().is_some_and(char::is_alphabetic);
+    has_unit
+        .then(|| text.parse().ok())
+        .flatten()
+        .ok_or_else(|| {
+            format!("{text:?} is not a size; write a number and a unit, such as 500MB or 10GiB")
+        })
 }
 
 /// Waits for Ctrl-C (SIGINT), SIGTERM (what `timeout`, CI runners and

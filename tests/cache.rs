@@ -170,6 +170,8 @@ fn prune_removes_old_untagged_imgscript_layers_only() {
 fn prune_rejects_a_bad_size_or_duration_with_an_example() {
     for (option, value, example) in [
         ("--keep-storage", "lots", "500MB"),
+        // A bare number is not bytes: that would remove nearly everything.
+        ("--keep-storage", "20", "500MB"),
         ("--older-than", "3", "7days"),
     ] {
         let result = run(imgscript().args(["cache", "prune", option, value]));

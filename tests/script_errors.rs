@@ -367,6 +367,18 @@ fn imports_read_only_scripts() {
         assert!(stderr.contains("not found"), "{stderr}");
         assert!(!stderr.contains("must not be shown"), "{stderr}");
     }
+
+    // A script by its absolute path is found where the path says.
+    let common = workspace.write("lib/common.img", "fn greeting() { \"hi\" }\n");
+    let absolute = common.with_extension("");
+    let (code, stderr) = check(
+        &workspace,
+        &format!(
+            "import \"{}\" as common;\ndebian_slim(\"3.11\").env(#{{ GREETING: common::greeting() }})\n",
+            absolute.display()
+        ),
+    );
+    assert_eq!(code, 0, "{stderr}");
 }
 
 #[test]

@@ -160,7 +160,7 @@ pub(super) fn check_image_path(role: &str, path: &str) -> Result<(), CallError> 
         return Err(
             CallError::new(format!("{role} must not contain `..`, found {path:?}"))
                 .with_label("`..` in a path in the image")
-                .with_help("write the path that the files should land in, from the root"),
+                .with_help("write the path from the root, without `..`"),
         );
     }
     Ok(())

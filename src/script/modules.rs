@@ -128,11 +128,12 @@ impl ScriptModules {
             .and_then(|name| self.sources.get(name))
             .map_or_else(|| self.main_folder.clone(), |source| source.folder.clone());
         // Drop `.` components so names read `/project/lib/common.img`.
-        let written = folder.join(
-            path.split('/')
-                .filter(|part| *part != ".")
-                .collect::<PathBuf>(),
-        );
+        let relative: PathBuf = path.split('/').filter(|part| *part != ".").collect();
+        let written = if path.starts_with('/') {
+            Path::new("/").join(relative)
+        } else {
+            folder.join(relative)
+        };
         // Only scripts: a path to any other file, such as /etc/passwd,
         // must not be read and shown in an error.
         let is_script = |path: &Path| {
@@ -203,7 +204,8 @@ impl ModuleResolver for ScriptModules {
             .into_rhai(position));
         }
 
-        if self.sources.len() >= limits::MAX_MODULES {
+        // The main script is a source too, so the modules are one fewer.
+        if self.sources.len() > limits::MAX_MODULES {
             self.loading
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
