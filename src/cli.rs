@@ -161,6 +161,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);
     init_diagnostics();
+    // A JSON progress stream stays JSON to its end, the error included.
+    let json_errors = matches!(
+        cli.command,
+        Command::Run {
+            progress: crate::progress::ProgressMode::Json,
+            ..
+        }
+    );
 
     let result = match cli.command {
         Command::Check { file } => check(&file),
@@ -178,10 +186,26 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             let code = error.exit_code();
-            eprintln!("{:?}", miette::Report::new(error));
+            if json_errors {
+                eprintln!("{}", error_event(&error));
+            } else {
+                eprintln!("{:?}", miette::Report::new(error));
+            }
             ExitCode::from(code)
         }
     }
+}
+
+/// Returns the JSON progress event of the error that ended a run.
+fn error_event(error: &Error) -> serde_json::Value {
+    use miette::Diagnostic;
+
+    serde_json::json!({
+        "event": "error",
+        "message": error.to_string(),
+        "help": error.help().map(|help| help.to_string()),
+        "exit_code": error.exit_code(),
+    })
 }
 
 fn init_logging(verbose: u8) {
@@ -478,6 +502,7 @@ async fn run(file: &Path, request: RunRequest<'_>) -> Result<ExitCode, Error> {
         }
         signal = interrupted() => {
             docker.clean_up().await;
+            progress.stopped(signal);
             progress.summary(started.elapsed());
             Err(Error::Interrupted { signal })
         }

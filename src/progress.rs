@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -55,6 +55,9 @@ pub trait Progress: Send + Sync {
     fn hashed(&self, context: &str, elapsed: Duration);
     /// Reports the end of a build that took `elapsed` in all.
     fn summary(&self, _elapsed: Duration) {}
+    /// Reports each step still running when signal `signal` stopped the
+    /// run, as failed.
+    fn stopped(&self, signal: i32);
 }
 
 /// How a run reports progress, chosen with `--progress`.
@@ -81,12 +84,14 @@ impl ProgressMode {
 }
 
 /// Counts of the steps a build reused, started and finished, for its
-/// summary. A step that started and never finished failed (or was stopped).
+/// summary, and the steps running now. A step that started and never
+/// finished failed (or was stopped).
 #[derive(Default)]
 struct StepCounts {
     cached: AtomicUsize,
     started: AtomicUsize,
     built: AtomicUsize,
+    running: Mutex<HashMap<usize, (StepInfo, Instant)>>,
 }
 
 impl StepCounts {
@@ -94,12 +99,37 @@ impl StepCounts {
         self.cached.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn started(&self) {
+    fn started(&self, step: &StepInfo) {
         self.started.fetch_add(1, Ordering::Relaxed);
+        self.running_steps()
+            .insert(step.index, (step.clone(), Instant::now()));
     }
 
-    fn built(&self) {
+    fn built(&self, step: &StepInfo) {
         self.built.fetch_add(1, Ordering::Relaxed);
+        self.ended(step);
+    }
+
+    fn ended(&self, step: &StepInfo) {
+        self.running_steps().remove(&step.index);
+    }
+
+    /// Returns the steps running now, in plan order, with how long each
+    /// has run, and forgets them.
+    fn take_running(&self) -> Vec<(StepInfo, Duration)> {
+        let mut running: Vec<(StepInfo, Duration)> = self
+            .running_steps()
+            .drain()
+            .map(|(_, (step, started))| (step, started.elapsed()))
+            .collect();
+        running.sort_by_key(|(step, _)| step.index);
+        running
+    }
+
+    fn running_steps(&self) -> std::sync::MutexGuard<'_, HashMap<usize, (StepInfo, Instant)>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Returns (built, cached, failed).
@@ -149,7 +179,7 @@ impl Progress for PlainProgress {
     }
 
     fn step_started(&self, step: &StepInfo, reason: &str) {
-        self.counts.started();
+        self.counts.started(step);
         self.line(format_args!(
             "[{}] {} (building: {reason})",
             step.location, step.description
@@ -161,7 +191,7 @@ impl Progress for PlainProgress {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
-        self.counts.built();
+        self.counts.built(step);
         self.line(format_args!(
             "[{}] done in {:.1}s",
             step.location,
@@ -170,6 +200,7 @@ impl Progress for PlainProgress {
     }
 
     fn step_failed(&self, step: &StepInfo, elapsed: Duration, _message: &str) {
+        self.counts.ended(step);
         // The error itself follows the summary.
         self.line(format_args!(
             "[{}] failed after {:.1}s",
@@ -198,6 +229,12 @@ impl Progress for PlainProgress {
             "hashed {context} in {:.1}s",
             elapsed.as_secs_f64()
         ));
+    }
+
+    fn stopped(&self, signal: i32) {
+        for (step, elapsed) in self.counts.take_running() {
+            self.step_failed(&step, elapsed, &format!("stopped by signal {signal}"));
+        }
     }
 
     fn summary(&self, elapsed: Duration) {
@@ -229,7 +266,7 @@ impl Progress for JsonProgress {
     }
 
     fn step_started(&self, step: &StepInfo, reason: &str) {
-        self.counts.started();
+        self.counts.started(step);
         self.event(serde_json::json!({
             "event": "step_started", "index": step.index, "location": step.location,
             "step": step.description, "reason": reason,
@@ -243,7 +280,7 @@ impl Progress for JsonProgress {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
-        self.counts.built();
+        self.counts.built(step);
         self.event(serde_json::json!({
             "event": "step_finished", "index": step.index, "location": step.location,
             "seconds": elapsed.as_secs_f64(),
@@ -251,6 +288,7 @@ impl Progress for JsonProgress {
     }
 
     fn step_failed(&self, step: &StepInfo, elapsed: Duration, message: &str) {
+        self.counts.ended(step);
         self.event(serde_json::json!({
             "event": "step_failed", "index": step.index, "location": step.location,
             "seconds": elapsed.as_secs_f64(), "error": message,
@@ -275,6 +313,12 @@ impl Progress for JsonProgress {
         self.event(serde_json::json!({
             "event": "hashed", "context": context, "seconds": elapsed.as_secs_f64(),
         }));
+    }
+
+    fn stopped(&self, signal: i32) {
+        for (step, elapsed) in self.counts.take_running() {
+            self.step_failed(&step, elapsed, &format!("stopped by signal {signal}"));
+        }
     }
 
     fn summary(&self, elapsed: Duration) {
@@ -365,7 +409,7 @@ impl Progress for LiveProgress {
     }
 
     fn step_started(&self, step: &StepInfo, _reason: &str) {
-        self.counts.started();
+        self.counts.started(step);
         let bar = self.spinner(format!("[{}] {}", step.location, step.description));
         self.running().insert(step.index, bar);
     }
@@ -377,7 +421,7 @@ impl Progress for LiveProgress {
     }
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
-        self.counts.built();
+        self.counts.built(step);
         if let Some(bar) = self.running().remove(&step.index) {
             bar.finish_and_clear();
             self.lines.remove(&bar);
@@ -391,6 +435,7 @@ impl Progress for LiveProgress {
     }
 
     fn step_failed(&self, step: &StepInfo, elapsed: Duration, _message: &str) {
+        self.counts.ended(step);
         if let Some(bar) = self.running().remove(&step.index) {
             bar.finish_and_clear();
             self.lines.remove(&bar);
@@ -436,6 +481,12 @@ impl Progress for LiveProgress {
             context,
             format!("✓ hashed {context} ({:.1}s)", elapsed.as_secs_f64()),
         );
+    }
+
+    fn stopped(&self, signal: i32) {
+        for (step, elapsed) in self.counts.take_running() {
+            self.step_failed(&step, elapsed, &format!("stopped by signal {signal}"));
+        }
     }
 
     fn summary(&self, elapsed: Duration) {

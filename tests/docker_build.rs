@@ -671,8 +671,9 @@ fn sigint_and_sigterm_remove_build_container() {
         assert_eq!(all_containers(), containers_before, "SIG{signal}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("steps: 0 built, 1 cached, 1 failed"),
-            "an interrupted run ends with a summary too: {stderr}"
+            stderr.contains("failed after")
+                && stderr.contains("steps: 0 built, 1 cached, 1 failed"),
+            "an interrupted run reports its step and ends with a summary: {stderr}"
         );
     }
 }

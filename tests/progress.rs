@@ -70,10 +70,11 @@ fn json_progress_reports_a_failed_step() {
     let result = run(imgscript().args(["run", "--progress", "json"]).arg(&script));
     assert_eq!(result.code, 1, "{}", result.stderr);
 
+    // The stream stays JSON to its end, the error included.
     let events: Vec<serde_json::Value> = result
         .stderr
         .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
         .collect();
     let failed = events
         .iter()
@@ -90,10 +91,21 @@ fn json_progress_reports_a_failed_step() {
             .contains("exited with code 3"),
         "{failed}"
     );
-    let summary = events.last().unwrap();
+    let [.., summary, error] = events.as_slice() else {
+        panic!("too few events: {}", result.stderr)
+    };
     assert_eq!(summary["event"], "summary", "{}", result.stderr);
     assert_eq!(summary["failed"], 1);
     assert_eq!(summary["built"], 0);
+    assert_eq!(error["event"], "error");
+    assert_eq!(error["exit_code"], 1);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited with code 3"),
+        "{error}"
+    );
 }
 
 #[test]
