@@ -199,11 +199,16 @@ impl Progress for PlainProgress {
         ));
     }
 
-    fn step_failed(&self, step: &StepInfo, elapsed: Duration, _message: &str) {
+    fn step_failed(&self, step: &StepInfo, elapsed: Duration, message: &str) {
         self.counts.ended(step);
-        // The error itself follows the summary.
+        // The error itself follows the summary; only a stop is named here.
+        let ending = if message.starts_with("stopped") {
+            message
+        } else {
+            "failed"
+        };
         self.line(format_args!(
-            "[{}] failed after {:.1}s",
+            "[{}] {ending} after {:.1}s",
             step.location,
             elapsed.as_secs_f64()
         ));

@@ -671,7 +671,7 @@ fn sigint_and_sigterm_remove_build_container() {
         assert_eq!(all_containers(), containers_before, "SIG{signal}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains("failed after")
+            stderr.contains(&format!("stopped by signal {} after", status - 128))
                 && stderr.contains("steps: 0 built, 1 cached, 1 failed"),
             "an interrupted run reports its step and ends with a summary: {stderr}"
         );
