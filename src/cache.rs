@@ -141,8 +141,9 @@ pub async fn prune(
 /// Splits `removable` into the layers to remove, children before their
 /// parents, and those to keep because a cached image that stays names them
 /// as its parent, which the engine would refuse. The split is the same in a
-/// dry run and a real one; an image without imgscript's labels that names
-/// a layer as its parent still makes the engine refuse.
+/// dry run and a real one. Images without imgscript's labels are not
+/// listed, so one of them that names a layer as its parent still makes the
+/// engine refuse.
 fn keep_parents_of_kept<'a>(
     layers: &[CachedLayer],
     removable: Vec<&'a CachedLayer>,
@@ -366,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn parents_of_kept_layers_stay_and_children_go_first() {
+    fn prune_keeps_parents_of_kept_layers() {
         let layers = chain();
         // The leaf stays (say it is recent), so the whole chain above it
         // stays too.

@@ -51,8 +51,8 @@ impl CacheIndex {
     /// or records with another image, and marks the index complete.
     /// Entries that already match are left as they are, since their
     /// modification time is the layer's last use. A new entry's last use is
-    /// unknown, so it is dated by the image's creation: a cache folder that
-    /// first sees a store does not make every layer in it look used now.
+    /// unknown, so it is dated by the image's creation. Otherwise a new cache
+    /// folder would make every layer in the store look used now.
     pub fn record_listing(&self, listed: &[CachedImage]) {
         let Some(folder) = &self.folder else { return };
         let mut newest: HashMap<&str, &CachedImage> = HashMap::new();
@@ -173,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn listed_images_are_dated_by_creation_and_used_ones_kept() {
+    fn listing_dates_new_entries_by_creation() {
         let folder = tempfile::tempdir().unwrap();
         let index = CacheIndex {
             folder: Some(folder.path().to_path_buf()),

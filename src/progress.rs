@@ -115,7 +115,7 @@ impl StepCounts {
     }
 
     /// Returns the steps running now, in plan order, with how long each
-    /// has run, and forgets them.
+    /// has run, and clears the list.
     fn take_running(&self) -> Vec<(StepInfo, Duration)> {
         let mut running: Vec<(StepInfo, Duration)> = self
             .running_steps()
@@ -427,30 +427,12 @@ impl Progress for LiveProgress {
 
     fn step_finished(&self, step: &StepInfo, elapsed: Duration) {
         self.counts.built(step);
-        if let Some(bar) = self.running().remove(&step.index) {
-            bar.finish_and_clear();
-            self.lines.remove(&bar);
-        }
-        let _ = self.lines.println(format!(
-            "✓ [{}] {} ({:.1}s)",
-            step.location,
-            step.description,
-            elapsed.as_secs_f64()
-        ));
+        self.end_step_line(step, '✓', elapsed);
     }
 
     fn step_failed(&self, step: &StepInfo, elapsed: Duration, _message: &str) {
         self.counts.ended(step);
-        if let Some(bar) = self.running().remove(&step.index) {
-            bar.finish_and_clear();
-            self.lines.remove(&bar);
-        }
-        let _ = self.lines.println(format!(
-            "✗ [{}] {} ({:.1}s)",
-            step.location,
-            step.description,
-            elapsed.as_secs_f64()
-        ));
+        self.end_step_line(step, '✗', elapsed);
     }
 
     fn pulling(&self, reference: &str) {
@@ -501,6 +483,21 @@ impl Progress for LiveProgress {
 }
 
 impl LiveProgress {
+    /// Replaces a step's running line with a line that stays, marked with
+    /// `mark`.
+    fn end_step_line(&self, step: &StepInfo, mark: char, elapsed: Duration) {
+        if let Some(bar) = self.running().remove(&step.index) {
+            bar.finish_and_clear();
+            self.lines.remove(&bar);
+        }
+        let _ = self.lines.println(format!(
+            "{mark} [{}] {} ({:.1}s)",
+            step.location,
+            step.description,
+            elapsed.as_secs_f64()
+        ));
+    }
+
     /// Takes every live line off the screen, so that what follows (the
     /// summary, or an error) starts on a clean line.
     fn clear(&self) {

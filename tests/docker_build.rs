@@ -577,8 +577,20 @@ fn cached_label_on_derived_image_is_not_trusted() {
     assert_eq!(content, nonce);
 }
 
+/// Waits up to a minute for a container that `before` does not list.
+fn wait_for_new_container(before: &[String]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while all_containers().len() == before.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build container appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 #[test]
-fn next_run_removes_the_container_of_a_killed_run() {
+fn next_run_removes_killed_run_container() {
     let _docker = docker_test();
     let workspace = Workspace::new();
     let script = script_with(
@@ -596,14 +608,7 @@ fn next_run_removes_the_container_of_a_killed_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while all_containers().len() == containers_before.len() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no build container appeared"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_new_container(&containers_before);
     child.kill().unwrap();
     child.wait().unwrap();
     let left = all_containers();
@@ -647,14 +652,7 @@ fn sigint_and_sigterm_remove_build_container() {
 
         // Wait until the step's container runs, then stop imgscript as
         // Ctrl-C or `timeout` would.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while all_containers().len() == containers_before.len() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no build container appeared"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_for_new_container(&containers_before);
         let sent = std::process::Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()

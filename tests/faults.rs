@@ -102,9 +102,8 @@ fn sigkill_at_random_points_leaves_no_broken_layer() {
         }
     }
 
-    // A killed run cannot remove its containers; the next run that builds
-    // a step removes them, and each round's next run built one when the
-    // kill left its step unfinished. One more build sweeps the last kill.
+    // A killed run cannot remove its containers, so the next run that
+    // builds a step removes them. One more build sweeps the last kill.
     remove_cached_layers(&script, &cache);
     build(&script, &[]);
     let left: Vec<String> = all_containers()

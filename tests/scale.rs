@@ -14,7 +14,7 @@ const FILES_PER_FOLDER: usize = 1_000;
 const ENV_STEPS: usize = 1_996;
 
 /// Writes the context: FOLDERS folders of FILES_PER_FOLDER small files,
-/// one of which holds `nonce`, so that no earlier run cached the copy.
+/// one of which contains `nonce`, so that no earlier run cached the copy.
 fn write_context(workspace: &Workspace, nonce: &str) {
     for folder in 0..FOLDERS {
         let path = workspace.path().join(format!("context/d{folder:03}"));

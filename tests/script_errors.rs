@@ -368,7 +368,7 @@ fn imports_read_only_scripts() {
         assert!(!stderr.contains("must not be shown"), "{stderr}");
     }
 
-    // A script by its absolute path is found where the path says.
+    // An absolute import path is read as it is, not under the script's folder.
     let common = workspace.write("lib/common.img", "fn greeting() { \"hi\" }\n");
     let absolute = common.with_extension("");
     let (code, stderr) = check(
@@ -382,7 +382,7 @@ fn imports_read_only_scripts() {
 }
 
 #[test]
-fn a_long_chain_of_imports_stops_at_the_module_limit() {
+fn import_chain_stops_at_module_limit() {
     let workspace = Workspace::new();
     for number in 0..1_100 {
         workspace.write(

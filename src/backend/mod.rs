@@ -195,8 +195,8 @@ impl Docker {
     /// Removes the containers that runs on this machine left when they
     /// were killed (SIGKILL gives no chance to clean up), and the images
     /// committed from them, which inherit the containers' labels. A run
-    /// counts as ended when no process has its pid; a pid taken again by
-    /// another process keeps its run's leftovers until that one ends.
+    /// counts as ended when no process has its pid. A pid that another
+    /// process took keeps the run's leftovers until that process ends.
     /// Failures are logged, never returned.
     pub async fn remove_leftovers_of_ended_runs(&self) {
         let filters = HashMap::from([("label", vec![RUN_LABEL])]);

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Measures the peak memory (maximum resident set size) and wall time of
-# imgscript on a large script over a large context: BENCH_STEPS steps (a
-# copy of the folder, one run step, env steps and a workdir) over a folder
-# of BENCH_FILES small files. It measures `imgscript check`, `imgscript
-# plan`, the cold build, and a no-op rerun. The target is under 100 MB for
-# each.
+# imgscript on a large script over a large context. The script has
+# BENCH_STEPS steps: a copy of the folder, one run step, env steps and a
+# workdir. The folder holds BENCH_FILES small files. It measures `imgscript
+# check`, `imgscript plan`, the cold build, and a no-op rerun. The target is
+# under 100 MB for each.
 #
 #   tests/bench/scale.sh                      # 2,000 steps, 100,000 files
 #   BENCH_STEPS=500 BENCH_FILES=10000 tests/bench/scale.sh
